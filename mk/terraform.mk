@@ -1,0 +1,43 @@
+# terraform/: the Hetzner server(s), firewall, primary IPs, DNS and the Ansible inventory.
+# Checked offline by tests/terraform (make test); the tf-* targets talk to Hetzner and
+# need the provider registry, so they run on a user's machine.
+
+TF           ?= terraform
+TF_DIR       := terraform
+# Extra flags for tf-apply / tf-destroy, e.g. TF_FLAGS=-auto-approve or -var-file=prod.tfvars
+TF_FLAGS     ?=
+CHECKOV_VENV := $(VENV)-checkov
+# tests/terraform/test_secrets.py runs this checkov.
+export CHECKOV_BIN := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
+
+.PHONY: tf-init tf-validate tf-plan tf-apply tf-destroy checkov-venv secret-scan
+
+tf-init: ## terraform init in terraform/ (downloads the hcloud and local providers)
+	$(TF) -chdir=$(TF_DIR) init -input=false
+
+tf-validate: ## terraform init -backend=false and terraform validate (needs the provider registry)
+	$(TF) -chdir=$(TF_DIR) init -backend=false -input=false
+	$(TF) -chdir=$(TF_DIR) validate
+
+tf-plan: tf-init ## Show what tf-apply would change in Hetzner Cloud (needs HCLOUD_TOKEN)
+	$(TF) -chdir=$(TF_DIR) plan $(TF_FLAGS)
+
+tf-apply: tf-init ## Create or update the servers, firewall, DNS and ansible/inventory/terraform.yml
+	$(TF) -chdir=$(TF_DIR) apply $(TF_FLAGS)
+
+tf-destroy: ## Delete everything Terraform created (apply delete_protection=false first)
+	$(TF) -chdir=$(TF_DIR) destroy $(TF_FLAGS)
+
+checkov-venv: $(CHECKOV_VENV)/.installed ## checkov in its own virtualenv (.venv-checkov)
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+secret-scan: $(VENV)/.installed checkov-venv ## Scan the whole repository for committed secrets (checkov)
+	$(BIN)/pytest -q tests/terraform/test_secrets.py
+
+# make test runs the secret scan, so it needs checkov's virtualenv.
+test: checkov-venv

@@ -1,0 +1,26 @@
+# The Ansible inventory, rendered from the server addresses and written next to the
+# playbook, so `ansible-playbook site.yml` needs no hand editing after `terraform apply`.
+locals {
+  inventory_vars = {
+    deploy_user     = var.deploy_user
+    domain          = var.domain
+    llm_fqdn        = local.llm_fqdn
+    monitoring_fqdn = local.monitoring_fqdn
+    hosts = [
+      for index, server in hcloud_server.this : {
+        name       = server.name
+        ipv4       = hcloud_primary_ip.ipv4[index].ip_address
+        ipv6       = cidrhost(hcloud_primary_ip.ipv6[index].ip_network, 1)
+        private_ip = local.multi_node ? cidrhost(hcloud_network_subnet.this[0].ip_range, index + 10) : ""
+      }
+    ]
+  }
+
+  ansible_inventory = templatefile("${path.module}/templates/inventory.yaml.tftpl", local.inventory_vars)
+}
+
+resource "local_file" "ansible_inventory" {
+  filename        = "${path.module}/../ansible/inventory/terraform.yml"
+  content         = local.ansible_inventory
+  file_permission = "0644"
+}
