@@ -1,0 +1,15 @@
+# The local Debian 13 "VPS" (tests/localvps): a debootstrap tree booted with systemd-nspawn,
+# apt through apt-cacher-ng, Pebble as the ACME server. site.yml runs against it for real.
+# debootstrap + systemd-nspawn: the VPS; apt-cacher-ng: its apt mirror; pebble: ACME;
+# openssh-client, iproute2, util-linux (nsenter): reaching it.
+SYSTEM_PACKAGES += debootstrap systemd-container apt-cacher-ng pebble openssh-client iproute2 util-linux
+
+LOCALVPS_ROOTFS := $(CACHE_DIR)/localvps/trixie-rootfs
+
+.PHONY: localvps-rootfs test-localvps
+
+localvps-rootfs: ## Build the cached Debian 13 root filesystem of the local VPS (root, ~80 s once)
+	tests/localvps/build-rootfs.sh $(LOCALVPS_ROOTFS)
+
+test-localvps: $(VENV)/.installed $(TINY_MODEL) system-deps ## Boot the local VPS and run site.yml + tests/infra against it (root)
+	LOCALVPS=1 LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest tests/localvps

@@ -1,0 +1,27 @@
+"""The local Debian 13 VPS: booted with systemd-nspawn, reached over SSH like a Hetzner server.
+
+Runs only with LOCALVPS=1 as root on Linux (make test-localvps); see conftest.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.localvps import vps
+
+pytestmark = pytest.mark.slow
+
+
+def test_deploy_user_logs_in_with_the_run_key_and_has_passwordless_sudo(
+    local_vps: vps.LocalVPS,
+) -> None:
+    assert local_vps.ssh("sudo -n id -u").strip() == "0"
+
+
+def test_the_vps_runs_debian_13(local_vps: vps.LocalVPS) -> None:
+    assert "VERSION_CODENAME=trixie" in local_vps.ssh("cat /etc/os-release")
+
+
+def test_apt_installs_packages_through_the_host_cache(local_vps: vps.LocalVPS) -> None:
+    local_vps.ssh("sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends jq")
+    assert local_vps.ssh("echo '{\"a\": 1}' | jq .a").strip() == "1"
