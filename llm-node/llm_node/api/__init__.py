@@ -1,0 +1,1 @@
+"""HTTP layer: routes, errors and ASGI middleware."""

@@ -1,0 +1,55 @@
+"""Settings, read from LLM_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `LLM_<NAME>` in the environment overrides the default."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=True)
+
+    model_path: Path = Path("/models/model.gguf")
+    model_name: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    n_threads: int = Field(default_factory=_cpu_count, ge=1)
+    n_ctx: int = Field(default=2048, ge=64)
+    n_batch: int = Field(default=8, ge=1, le=4096)
+    queue_size: int = Field(default=8, ge=0)
+    request_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_tokens_limit: int = Field(default=1024, ge=1)
+    default_max_tokens: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    api_keys: str = ""
+    log_prompts: bool = False
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def served_model_name(self) -> str:
+        """The id shown in /v1/models and in responses: LLM_MODEL_NAME or the file's stem."""
+        return self.model_name or self.model_path.stem
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The bearer keys (LLM_API_KEYS, comma-separated); empty means authentication is off."""
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def effective_default_max_tokens(self) -> int:
+        return min(self.default_max_tokens, self.max_tokens_limit)

@@ -1,0 +1,53 @@
+"""The application factory: `create_app(settings)` builds an app; nothing is global."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from llm_node import __version__
+from llm_node.api.errors import install_error_handlers
+from llm_node.api.middleware import AccessLogMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
+from llm_node.api.routes import router
+from llm_node.config import Settings
+from llm_node.engine import Engine
+from llm_node.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(settings, metrics)
+        app.state.engine = engine
+        engine.start()  # loads the model on the worker thread: /health answers meanwhile
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(
+        title="llm-node",
+        version=__version__,
+        description="OpenAI-compatible API for one GGUF model on CPU (gpt4all).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.started_at = int(time.time())
+    install_error_handlers(app)
+    app.include_router(router)
+    # Added last = outermost: the access log sees every answer, including 401 and 413.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,108 @@
+"""Prometheus metrics of one app instance (its own registry: no import-time global state).
+
+The names are a contract: the Grafana dashboards and the alert rules are built on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psutil
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# CPU generation: a short answer takes a fraction of a second, a long one minutes.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+DECODE_RATE_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500)
+REJECTION_REASONS = ("queue_full", "not_ready", "deadline", "too_large", "invalid", "unauthorized")
+
+
+class ProcessCollector(Collector):
+    """Resident memory and CPU of this process, read with psutil when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # primes the counter: later calls measure since the last
+
+    def collect(self) -> Iterator[Metric]:
+        with self._process.oneshot():
+            rss = self._process.memory_info().rss
+            times = self._process.cpu_times()
+            percent = self._process.cpu_percent(None)
+        yield GaugeMetricFamily(
+            "llm_process_resident_memory_bytes", "Resident memory of the llm-node process.", rss
+        )
+        yield CounterMetricFamily(
+            "llm_process_cpu_seconds",
+            "User and system CPU time of the process.",
+            times.user + times.system,
+        )
+        yield GaugeMetricFamily(
+            "llm_process_cpu_percent",
+            "CPU use of the process since the previous scrape (100 = one core).",
+            percent,
+        )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to the scrape
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "llm_requests",
+            "API requests by route and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "llm_request_duration_seconds",
+            "Time from request to the end of the response.",
+            ["endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Time from request (queue wait included) to the first generated token.",
+            ["endpoint"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.decode_rate = Histogram(
+            "llm_decode_tokens_per_second",
+            "Generation speed of each request after its first token.",
+            buckets=DECODE_RATE_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens processed.", registry=r)
+        self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated.", registry=r)
+        self.queue_depth = Gauge("llm_queue_depth", "Requests waiting for the model.", registry=r)
+        self.queue_capacity = Gauge(
+            "llm_queue_capacity", "Requests that may wait before 503 (LLM_QUEUE_SIZE).", registry=r
+        )
+        self.inflight = Gauge("llm_inflight_requests", "Generations running (0 or 1).", registry=r)
+        self.rejections = Counter(
+            "llm_rejections", "Requests refused, by reason.", ["reason"], registry=r
+        )
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason=reason)
+        self.cancellations = Counter(
+            "llm_cancellations", "Generations stopped because the client went away.", registry=r
+        )
+        self.model_loaded = Gauge("llm_model_loaded", "1 when the model is loaded.", registry=r)
+        self.model_info = Gauge(
+            "llm_model_info",
+            "The served model (value 1).",
+            ["model", "path", "n_ctx", "n_threads"],
+            registry=r,
+        )
+        r.register(ProcessCollector())
