@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tfcheck import (
-    BASE_VARS,
-    TERRAFORM,
-    TF_DIR,
-    load_hcl,
-    run_terraform,
-    scratch_module,
-    tf_var_args,
-)
+from tfcheck import TERRAFORM, TF_DIR, evaluate_module, load_hcl
 
 
 @pytest.fixture(scope="session")
@@ -39,22 +29,22 @@ def evaluate(
 ) -> Callable[..., dict[str, Any]]:
     """Evaluate the configuration's outputs (plus extra named expressions) with Terraform.
 
-    Returns {output name: value}. Raises AssertionError with Terraform's message when
-    the variables are refused or an expression fails.
+    evaluate(variables, extra_outputs={name: "${expression}"}) returns {output: value};
+    it fails the test with Terraform's message if the variables are refused or an
+    expression does not evaluate.
     """
 
     def run(values: dict[str, Any], extra_outputs: dict[str, str] | None = None) -> dict[str, Any]:
-        module = tmp_path / "module"
-        module.mkdir(exist_ok=True)
-        shutil.copy(TF_DIR / "variables.tf", module / "variables.tf")
-        shutil.copytree(TF_DIR / "templates", module / "templates", dirs_exist_ok=True)
-        (module / "main.tf").write_text(scratch_module(tf_config, extra_outputs or {}))
-        applied = run_terraform(
-            ["apply", "-auto-approve", "-no-color", *tf_var_args({**BASE_VARS, **values})], module
-        )
-        assert applied.returncode == 0, applied.stderr + applied.stdout
-        shown = run_terraform(["output", "-json", "-no-color"], module)
-        assert shown.returncode == 0, shown.stderr
-        return {name: item["value"] for name, item in json.loads(shown.stdout).items()}
+        return evaluate_module(tmp_path / "module", tf_config, values, extra_outputs or {})
 
     return run
+
+
+@pytest.fixture(scope="module")
+def single_node(
+    terraform_bin: str,
+    tf_config: dict[str, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """The outputs for one node and the default variables."""
+    return evaluate_module(tmp_path_factory.mktemp("single-node"), tf_config, {}, {})

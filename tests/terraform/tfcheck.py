@@ -192,3 +192,20 @@ def scratch_module(config: dict[str, dict[str, Any]], extra_outputs: dict[str, s
     for name, value in all_outputs.items():
         text += f"output {json.dumps(name)} {{\n  value = {sampled(hcl_expression(value))}\n}}\n"
     return text
+
+
+def evaluate_module(
+    module: Path, config: dict[str, dict[str, Any]], values: dict[str, Any], extra: dict[str, str]
+) -> dict[str, Any]:
+    """Write the scratch module into `module`, apply it and return its outputs."""
+    module.mkdir(exist_ok=True)
+    shutil.copy(TF_DIR / "variables.tf", module / "variables.tf")
+    shutil.copytree(TF_DIR / "templates", module / "templates", dirs_exist_ok=True)
+    (module / "main.tf").write_text(scratch_module(config, extra))
+    applied = run_terraform(
+        ["apply", "-auto-approve", "-no-color", *tf_var_args({**BASE_VARS, **values})], module
+    )
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    shown = run_terraform(["output", "-json", "-no-color"], module)
+    assert shown.returncode == 0, shown.stderr
+    return {name: item["value"] for name, item in json.loads(shown.stdout).items()}
