@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.localvps import vps
+from tests.localvps import images, vps
 
 GATE = "LOCALVPS"
 
@@ -22,9 +22,12 @@ def localvps_stack() -> Iterator[contextlib.ExitStack]:
     reason = vps.missing_requirements()
     if reason:
         pytest.skip(reason)
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    try:
         yield stack
-        vps.log("tearing down")
+    finally:
+        with vps.PHASES.phase("teardown"):
+            stack.close()
     vps.log("phases:\n" + vps.PHASES.summary())
 
 
@@ -55,3 +58,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if vps.PHASES.durations:
         terminalreporter.section("local VPS phases")
         terminalreporter.write_line(vps.PHASES.summary())
+
+
+@pytest.fixture(scope="session")
+def vps_images(local_vps: vps.LocalVPS) -> dict[str, str]:
+    """Docker in the VPS with every image of the stack built locally; inventory variables."""
+    with vps.PHASES.phase("image base (debootstrap, cached)"):
+        images.build_image_base()
+    with vps.PHASES.phase("docker engine (apt in the VPS)"):
+        images.install_docker(local_vps)
+    with vps.PHASES.phase("images (built in the VPS)"):
+        return images.build_all(local_vps)

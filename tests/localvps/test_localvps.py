@@ -25,3 +25,19 @@ def test_the_vps_runs_debian_13(local_vps: vps.LocalVPS) -> None:
 def test_apt_installs_packages_through_the_host_cache(local_vps: vps.LocalVPS) -> None:
     local_vps.ssh("sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends jq")
     assert local_vps.ssh("echo '{\"a\": 1}' | jq .a").strip() == "1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "args", "expected"),
+    [
+        ("traefik_image", "version", "Version:"),
+        ("monitoring_prometheus_image", "--version", "prometheus, version"),
+        ("monitoring_alertmanager_image", "--version", "alertmanager, version"),
+        ("monitoring_node_exporter_image", "--version", "node_exporter, version"),
+    ],
+)
+def test_docker_in_the_vps_runs_the_locally_built_images(
+    local_vps: vps.LocalVPS, vps_images: dict[str, str], variable: str, args: str, expected: str
+) -> None:
+    out = local_vps.ssh(f"sudo docker run --rm {vps_images[variable]} {args} 2>&1")
+    assert expected in out

@@ -72,9 +72,9 @@ class Phases:
             log(f"phase {name} {outcome} in {took:.1f} s")
 
     def summary(self) -> str:
-        lines = [f"  {name:<28} {took:7.1f} s  {outcome}" for name, took, outcome in self.durations]
+        lines = [f"  {name:<34} {took:7.1f} s  {outcome}" for name, took, outcome in self.durations]
         total = sum(took for _, took, _ in self.durations)
-        return "\n".join([*lines, f"  {'total':<28} {total:7.1f} s"])
+        return "\n".join([*lines, f"  {'total':<34} {total:7.1f} s"])
 
 
 PHASES = Phases()
@@ -332,11 +332,11 @@ class AptCacher:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.stack.callback(_stop, proc, "apt-cacher-ng")
+        self.stack.callback(stop_process, proc, "apt-cacher-ng")
         wait_for("apt-cacher-ng", lambda: tcp_open(self.bind, self.port), 20, 0.2)
 
 
-def _stop(proc: subprocess.Popen[bytes], what: str) -> None:
+def stop_process(proc: subprocess.Popen[bytes], what: str) -> None:
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
