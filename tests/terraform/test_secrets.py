@@ -1,0 +1,137 @@
+"""No secret is committed: checkov's secret scan over every file git would commit.
+
+checkov runs from its own virtualenv (`make checkov-venv`, pinned in
+requirements-checkov.txt), offline. Only files git tracks or would add (untracked and
+not ignored) are scanned, so a user's own terraform.tfvars, state or vault password,
+all git-ignored, do not fail the scan on their machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import string
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tfcheck import REPO
+
+CHECKOV = Path(os.environ.get("CHECKOV_BIN", REPO / ".venv-checkov" / "bin" / "checkov"))
+
+# Findings reviewed and judged not to be secrets: (file, check, checkov's hash of the
+# flagged string) -> why. A new string in the same file has another hash and still fails.
+NOT_SECRETS = {
+    (
+        "/monitoring/prometheus/rules/recording.yml",
+        "CKV_SECRET_6",
+        "5f87690f6885e76c6cc267ae92dc9cf5f2e54b97",
+    ): "a Prometheus recording-rule name, flagged for its entropy",
+    (
+        "/tests/edge/conftest.py",
+        "CKV_SECRET_6",
+        "dd606cd49bbbd06b4c2606fc2449f8fb87975786",
+    ): "the password of a throw-away account the edge tests create",
+}
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    if not CHECKOV.exists():
+        pytest.skip(f"{CHECKOV} missing: run `make checkov-venv` (make test does)")
+    return CHECKOV
+
+
+def committable_files() -> list[str] | None:
+    """Paths git tracks or would add, relative to the repository; None outside git."""
+    if shutil.which("git") is None:
+        return None
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        return None
+    return [name for name in listed.stdout.decode().split("\0") if name]
+
+
+def scan(checkov: Path, directory: Path) -> list[dict[str, Any]]:
+    """checkov's failed secret checks for every file under directory."""
+    scanned = subprocess.run(
+        [
+            str(checkov),
+            "--directory",
+            str(directory),
+            "--framework",
+            "secrets",
+            "--enable-secret-scan-all-files",
+            "--skip-download",
+            "--output",
+            "json",
+            "--compact",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "LOG_LEVEL": "WARNING"},
+    )
+    # checkov exits 1 when a check fails; anything else is a crash.
+    assert scanned.returncode in (0, 1), scanned.stderr[-3000:]
+    reports = json.loads(scanned.stdout)
+    if isinstance(reports, dict):
+        # Either one report, or a summary without "results" when nothing was found.
+        reports = [reports]
+    return [
+        check for report in reports for check in report.get("results", {}).get("failed_checks", [])
+    ]
+
+
+def describe(check: dict[str, Any]) -> tuple[str, str, str]:
+    return (check["file_path"], check["check_id"], check["resource"])
+
+
+@pytest.fixture(scope="module")
+def repository_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files git would commit, copied as they are in the working tree."""
+    names = committable_files()
+    if names is None:
+        pytest.skip("not a git work tree: cannot tell committed files from git-ignored ones")
+    copy = tmp_path_factory.mktemp("repository")
+    for name in names:
+        source = REPO / name
+        if source.is_file() and not source.is_symlink():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, copy / name)
+    return copy
+
+
+def test_no_secret_is_committed(checkov: Path, repository_copy: Path) -> None:
+    findings = [describe(check) for check in scan(checkov, repository_copy)]
+    unexplained = [finding for finding in findings if finding not in NOT_SECRETS]
+    assert unexplained == [], (
+        "checkov found what looks like a secret. Remove it (tokens belong in the environment "
+        "or ansible-vault), or, if it is not one, add the (file, check, hash) to NOT_SECRETS "
+        "with the reason."
+    )
+
+
+def test_the_scan_finds_a_planted_token(checkov: Path, tmp_path: Path) -> None:
+    """The same scan, on a Terraform file with a token made up for this run, flags it."""
+    alphabet = string.ascii_letters + string.digits
+    token = "".join(secrets.choice(alphabet) for _ in range(64))
+    (tmp_path / "main.tf").write_text(f'provider "hcloud" {{\n  token = "{token}"\n}}\n')
+    assert [check["check_id"] for check in scan(checkov, tmp_path)] == ["CKV_SECRET_6"]
+
+
+def test_the_scan_finds_a_planted_private_key(checkov: Path, tmp_path: Path) -> None:
+    """Private keys are found in files of any name, such as an SSH key left in the tree."""
+    body = "".join(secrets.choice(string.ascii_letters) for _ in range(64))
+    key = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+    (tmp_path / "id_deploy").write_text(key)
+    assert "CKV_SECRET_13" in [check["check_id"] for check in scan(checkov, tmp_path)]
