@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from tfcheck import TF_DIR, outputs, resources, run_terraform, unquote, variables
+from tfcheck import TF_DIR, load_hcl, outputs, resources, run_terraform, unquote, variables
 
 Config = dict[str, dict[str, Any]]
 ANYWHERE = ["0.0.0.0/0", "::/0"]
@@ -228,3 +228,14 @@ def test_state_variables_and_provider_cache_are_git_ignored(pattern: str) -> Non
 def test_tfvars_example_is_not_ignored() -> None:
     ignored = (TF_DIR.parent / ".gitignore").read_text().splitlines()
     assert "!*.tfvars.example" in ignored
+
+
+def test_tfvars_example_sets_only_declared_variables(tf_config: Config) -> None:
+    example = load_hcl(TF_DIR / "terraform.tfvars.example")
+    assert set(example) - set(variables(tf_config)) == set()
+
+
+def test_tfvars_example_sets_every_required_variable(tf_config: Config) -> None:
+    example = load_hcl(TF_DIR / "terraform.tfvars.example")
+    required = {name for name, body in variables(tf_config).items() if "default" not in body}
+    assert required - set(example) == set()
