@@ -1,0 +1,113 @@
+"""The containers: all healthy, only Traefik publishes (80 and 443), llm-node confined."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from infra_support import STACK_DIR, Target
+
+CONTAINERS = ["traefik", "prometheus", "alertmanager", "node-exporter", "llm-node", "grafana"]
+
+
+def _inspect(host: Any, name: str) -> dict[str, Any]:
+    with host.sudo():
+        result = host.run(f"docker inspect {name}")
+    assert result.rc == 0, f"container {name} does not exist: {result.stderr.strip()}"
+    data: dict[str, Any] = json.loads(result.stdout)[0]
+    return data
+
+
+def _all_containers(host: Any) -> list[dict[str, Any]]:
+    with host.sudo():
+        ids = host.check_output("docker ps -q").split()
+        data: list[dict[str, Any]] = json.loads(
+            host.check_output(f"docker inspect {' '.join(ids)}")
+        )
+    return data
+
+
+@pytest.mark.parametrize("name", CONTAINERS)
+def test_container_is_running(host: Any, target: Target, name: str) -> None:
+    if name == "grafana" and not target.grafana:
+        pytest.skip("this deployment runs without Grafana (monitoring_grafana_enabled: false)")
+    assert _inspect(host, name)["State"]["Status"] == "running"
+
+
+@pytest.mark.parametrize("name", CONTAINERS)
+def test_container_is_healthy(host: Any, target: Target, name: str) -> None:
+    if name == "grafana" and not target.grafana:
+        pytest.skip("this deployment runs without Grafana (monitoring_grafana_enabled: false)")
+    state = _inspect(host, name)["State"]
+    if "Health" not in state:
+        pytest.skip(f"{name} has no health check configured")
+    assert state["Health"]["Status"] == "healthy"
+
+
+def test_only_traefik_publishes_host_ports(host: Any, target: Target) -> None:
+    published = {}
+    for container in _all_containers(host):
+        ports = {
+            int(binding["HostPort"])
+            for bindings in (container["NetworkSettings"]["Ports"] or {}).values()
+            for binding in bindings or []
+        }
+        if ports:
+            published[container["Name"].lstrip("/")] = ports
+    assert published == {"traefik": {target.http_port, target.https_port}}
+
+
+def test_llm_node_root_filesystem_is_read_only(host: Any) -> None:
+    assert _inspect(host, "llm-node")["HostConfig"]["ReadonlyRootfs"] is True
+
+
+def test_llm_node_model_is_mounted_read_only(host: Any) -> None:
+    mounts = [
+        m for m in _inspect(host, "llm-node")["Mounts"] if m["Destination"].startswith("/models")
+    ]
+    assert mounts and all(m["RW"] is False for m in mounts)
+
+
+def test_llm_node_has_a_memory_limit(host: Any) -> None:
+    with host.sudo():
+        supported = host.check_output("docker info --format '{{.MemoryLimit}}'").strip()
+    if supported != "true":
+        pytest.skip("this Docker engine has no memory cgroup (e.g. inside a container)")
+    assert _inspect(host, "llm-node")["HostConfig"]["Memory"] > 0
+
+
+def test_llm_node_has_no_route_to_the_internet(host: Any) -> None:
+    networks = _inspect(host, "llm-node")["NetworkSettings"]["Networks"]
+    with host.sudo():
+        internal = {
+            name: json.loads(host.check_output(f"docker network inspect {name}"))[0]["Internal"]
+            for name in networks
+        }
+    assert all(internal.values()), internal
+
+
+def test_acme_json_is_private(host: Any) -> None:
+    with host.sudo():
+        acme = host.file(f"{STACK_DIR}/traefik/acme/acme.json")
+        assert (acme.mode, acme.user) == (0o600, "root")
+
+
+def test_acme_json_holds_the_certificate_of_the_api(host: Any, target: Target) -> None:
+    with host.sudo():
+        content = host.file(f"{STACK_DIR}/traefik/acme/acme.json").content_string
+    assert target.llm_fqdn in content
+
+
+def test_basic_auth_users_file_is_private(host: Any) -> None:
+    with host.sudo():
+        users = host.file(f"{STACK_DIR}/traefik/users/htpasswd")
+        assert users.mode == 0o600
+
+
+def test_model_file_matches_its_checksum(host: Any, target: Target) -> None:
+    algorithm, _, expected = target.model_checksum.partition(":")
+    path = f"{STACK_DIR}/models/{target.model_file}"
+    with host.sudo():
+        actual = host.check_output(f"{algorithm}sum {path}").split()[0]
+    assert actual == expected
