@@ -121,17 +121,22 @@ def test_no_secret_is_committed(checkov: Path, repository_copy: Path) -> None:
     )
 
 
-def test_the_scan_finds_a_planted_token(checkov: Path, tmp_path: Path) -> None:
-    """The same scan, on a Terraform file with a token made up for this run, flags it."""
+@pytest.fixture(scope="module")
+def planted(checkov: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The same scan over secrets made up for this run: {file name: check id}."""
+    directory = tmp_path_factory.mktemp("planted")
     alphabet = string.ascii_letters + string.digits
     token = "".join(secrets.choice(alphabet) for _ in range(64))
-    (tmp_path / "main.tf").write_text(f'provider "hcloud" {{\n  token = "{token}"\n}}\n')
-    assert [check["check_id"] for check in scan(checkov, tmp_path)] == ["CKV_SECRET_6"]
-
-
-def test_the_scan_finds_a_planted_private_key(checkov: Path, tmp_path: Path) -> None:
-    """Private keys are found in files of any name, such as an SSH key left in the tree."""
+    (directory / "main.tf").write_text(f'provider "hcloud" {{\n  token = "{token}"\n}}\n')
     body = "".join(secrets.choice(string.ascii_letters) for _ in range(64))
-    key = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
-    (tmp_path / "id_deploy").write_text(key)
-    assert "CKV_SECRET_13" in [check["check_id"] for check in scan(checkov, tmp_path)]
+    marker = "OPENSSH PRIVATE KEY-----"
+    (directory / "id_deploy").write_text(f"-----BEGIN {marker}\n{body}\n-----END {marker}\n")
+    return {check["file_path"].lstrip("/"): check["check_id"] for check in scan(checkov, directory)}
+
+
+def test_the_scan_finds_a_token_in_terraform(planted: dict[str, str]) -> None:
+    assert planted.get("main.tf") == "CKV_SECRET_6"
+
+
+def test_the_scan_finds_a_private_key_in_a_file_of_any_name(planted: dict[str, str]) -> None:
+    assert planted.get("id_deploy") == "CKV_SECRET_13"
