@@ -42,7 +42,7 @@ def render(template: Path | str, **variables: Any) -> str:
     overrides = _header_overrides(first_line)
     if overrides:
         source = rest
-    env = jinja2.Environment(
+    env = jinja2.Environment(  # noqa: S701 (renders YAML and INI, never HTML)
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -1,0 +1,214 @@
+"""The edge, proven with the real Traefik running the project's traefik/ configuration:
+certificates from Pebble (the ACME server Let's Encrypt publishes for testing), basic auth,
+redirects, headers, rate limit and unbuffered streaming in front of the real llm-node."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import stat
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.edge.conftest import LLM_HOST, MONITORING_HOST, PASSWORD, USER, Edge
+
+pytestmark = pytest.mark.slow
+
+GENERATE = {"prompt": "Say hello.", "max_tokens": 8}
+CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+
+
+@pytest.mark.parametrize("host", [LLM_HOST, MONITORING_HOST])
+def test_certificate_is_issued_over_acme_for_each_host(edge: Edge, host: str) -> None:
+    # The handshake verifies the chain against Pebble's issuing root and the host name.
+    context = ssl.create_default_context(cafile=str(edge.pebble_root))
+    with (
+        socket.create_connection(("127.0.0.1", edge.websecure_port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        cert = tls.getpeercert()
+    names = [value for kind, value in cert["subjectAltName"] if kind == "DNS"]
+    assert names == [host]
+
+
+def test_acme_storage_is_private(edge: Edge) -> None:
+    assert stat.S_IMODE(edge.acme_storage.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/generate", GENERATE), ("POST", "/v1/chat/completions", CHAT)],
+)
+@pytest.mark.parametrize(
+    "auth",
+    [None, (USER, "wrong-password-123"), ("mallory", PASSWORD)],
+    ids=["no-credentials", "wrong-password", "unknown-user"],
+)
+def test_api_refuses_missing_or_wrong_credentials(
+    edge: Edge, method: str, path: str, body: dict, auth: tuple[str, str] | None
+) -> None:
+    with edge.client() as client:
+        response = client.request(method, edge.https_url(LLM_HOST, path), json=body, auth=auth)
+    assert response.status_code == 401
+
+
+def test_monitoring_refuses_missing_credentials(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.get(edge.https_url(MONITORING_HOST, "/"))
+    assert response.status_code == 401
+
+
+def test_monitoring_answers_with_credentials(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.get(edge.https_url(MONITORING_HOST, "/"), auth=(USER, PASSWORD))
+    assert response.text == "grafana stand-in\n"
+
+
+def test_generate_answers_with_credentials(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.post(
+            edge.https_url(LLM_HOST, "/generate"), json=GENERATE, auth=(USER, PASSWORD)
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["response"]
+
+
+def test_chat_completions_answer_with_credentials(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.post(
+            edge.https_url(LLM_HOST, "/v1/chat/completions"), json=CHAT, auth=(USER, PASSWORD)
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+
+
+def generating_now(edge: Edge) -> float:
+    """llm_inflight_requests straight from llm-node: 1 while a generation runs."""
+    text = httpx.get(f"{edge.llm_node_url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "llm_inflight_requests":
+            return family.samples[0].value
+    raise AssertionError("llm-node exports no llm_inflight_requests")
+
+
+def test_stream_reaches_the_client_chunk_by_chunk(edge: Edge) -> None:
+    """The first SSE event gets through Traefik while llm-node is still generating: nothing
+    on the way (buffering middleware, compression) holds the stream back."""
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "max_tokens": 64,
+        "stream": True,
+    }
+    events = []
+    with (
+        edge.client() as client,
+        client.stream(
+            "POST",
+            edge.https_url(LLM_HOST, "/v1/chat/completions"),
+            json=body,
+            auth=(USER, PASSWORD),
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                events.append(line)
+                break
+        still_generating_at_first_event = generating_now(edge)
+        events += [line for line in lines if line.startswith("data: ")]
+    assert still_generating_at_first_event == 1
+    assert events[-1] == "data: [DONE]"
+    assert len(events) > 3
+
+
+@pytest.mark.parametrize("host", [LLM_HOST, MONITORING_HOST])
+def test_plain_http_redirects_permanently_to_https(edge: Edge, host: str) -> None:
+    response = httpx.get(f"http://127.0.0.1:{edge.web_port}/v1/models", headers={"Host": host})
+    assert (response.status_code, response.headers["location"]) in {
+        (301, f"https://{host}:{edge.websecure_port}/v1/models"),
+        (308, f"https://{host}:{edge.websecure_port}/v1/models"),
+    }
+
+
+def test_unknown_host_gets_404(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.get(
+            edge.https_url(LLM_HOST, "/v1/models"),
+            headers={"Host": "unknown.edge.test"},
+            auth=(USER, PASSWORD),
+        )
+    assert response.status_code == 404
+
+
+def test_llm_node_metrics_are_not_public(edge: Edge) -> None:
+    with edge.client() as client:
+        response = client.get(edge.https_url(LLM_HOST, "/metrics"), auth=(USER, PASSWORD))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ],
+)
+@pytest.mark.parametrize("host", [LLM_HOST, MONITORING_HOST])
+def test_security_headers_are_set(edge: Edge, host: str, header: str, value: str) -> None:
+    with edge.client() as client:
+        response = client.get(edge.https_url(host, "/"), auth=(USER, PASSWORD))
+    assert response.headers.get(header) == value
+
+
+def test_body_over_the_cap_gets_413(edge: Edge) -> None:
+    body = {"prompt": "x" * 1_100_000, "max_tokens": 1}
+    with edge.client() as client:
+        response = client.post(
+            edge.https_url(LLM_HOST, "/generate"), json=body, auth=(USER, PASSWORD)
+        )
+    assert response.status_code == 413
+
+
+def test_tls_below_1_2_is_refused(edge: Edge) -> None:
+    context = ssl.create_default_context(cafile=str(edge.pebble_root))
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # lets this client offer TLS 1.1 at all
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    transport = httpx.HTTPTransport(verify=context)
+    with (
+        pytest.raises(httpx.ConnectError),
+        httpx.Client(transport=transport) as client,
+    ):
+        client.get(
+            f"https://127.0.0.1:{edge.websecure_port}/",
+            headers={"Host": LLM_HOST},
+            extensions={"sni_hostname": LLM_HOST},
+        )
+
+
+def test_rate_limit_answers_429_past_the_burst(edge: Edge) -> None:
+    """From its own source address (127.0.0.2), so the other tests keep their budget.
+    Without credentials: the limiter runs before basic auth, so every answer is the
+    limiter's 429 or the auth's 401 (never the in-flight limit's 429), and fast."""
+    burst = 20  # traefik_api_rate_burst's default
+    with edge.client(local_address="127.0.0.2") as client:
+        statuses = [
+            client.get(edge.https_url(LLM_HOST, "/v1/models")).status_code for _ in range(5 * burst)
+        ]
+    assert statuses[0] == 401
+    assert 429 in statuses
+
+
+def test_access_log_is_json_without_credentials(edge: Edge) -> None:
+    with edge.client() as client:
+        client.get(edge.https_url(LLM_HOST, "/v1/models"), auth=(USER, PASSWORD))
+    lines = (edge.workdir / "access.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert entries
+    assert PASSWORD not in "".join(lines)
