@@ -205,3 +205,61 @@ def test_no_secret_file_is_tracked() -> None:
         ["git", "ls-files", "ansible"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert [f for f in tracked if f.endswith(("vault.yml", "terraform.yml", ".vault_pass"))] == []
+
+
+ARGSPEC_INVENTORY = """\
+llm_nodes:
+  hosts:
+    argspec-check:
+      ansible_connection: local
+      ansible_python_interpreter: {python}
+      llm_domain: example.org
+      llm_fqdn: llm.example.org
+      monitoring_fqdn: monitoring.example.org
+      vault_traefik_acme_email: admin@example.org
+      vault_traefik_basic_auth_users: [{{name: alice, password: secret}}]
+      vault_monitoring_grafana_admin_password: twelve-chars
+"""
+
+
+def _validate_arguments(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run only the roles' argument-spec validation (tagged `always`) on this machine."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(ARGSPEC_INVENTORY.format(python=sys.executable))
+    return subprocess.run(
+        [
+            _tool("ansible-playbook"),
+            "-i",
+            str(inventory),
+            "site.yml",
+            "--tags",
+            "argument-specs-only",
+            *extra,
+        ],
+        cwd=ANSIBLE,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_argument_specs_accept_the_documented_defaults(tmp_path: Path) -> None:
+    result = _validate_arguments(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("traefik_acme_challenge=dns", "traefik_acme_challenge"),
+        ("common_swap_size_mb=lots", "common_swap_size_mb"),
+    ],
+)
+def test_argument_specs_refuse_a_bad_setting_by_name(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    result = _validate_arguments(tmp_path, "-e", setting)
+    assert result.returncode != 0 and message in result.stdout, result.stdout[-3000:]
