@@ -363,7 +363,8 @@ class Engine:
         _pyllmodel.llmodel.llmodel_prompt(
             llmodel.model,
             ctypes.c_char_p(job.prompt.encode()),
-            ctypes.c_char_p(b"%1"),  # the prompt is already fully formatted
+            # "%1%2": the prompt is already fully formatted ("%1" alone makes gpt4all append "\n\n")
+            ctypes.c_char_p(b"%1%2"),
             _pyllmodel.PromptCallback(on_prompt_token),
             _pyllmodel.ResponseCallback(on_response_token),
             True,

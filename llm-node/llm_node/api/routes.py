@@ -65,9 +65,17 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
             ) from None
         if error["type"] == "model_type" and not error["loc"]:
             raise APIError(422, "the body must be a JSON object", "invalid_value") from None
-        param = ".".join(str(part) for part in error["loc"]) or None
+        param = ".".join(str(part) for part in error["loc"] if _is_field(part)) or None
         message = f"{param}: {error['msg']}" if param else error["msg"]
         raise APIError(422, message, "invalid_value", param=param) from None
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_field(part: int | str) -> bool:
+    """Keep field names and list indices; drop pydantic's union member tags (`list[str]`)."""
+    return isinstance(part, int) or (part.isidentifier() and part not in _UNION_TAGS)
 
 
 def sampling_params(body: Sampling, settings: Settings, max_tokens: int | None) -> SamplingParams:

@@ -1,0 +1,224 @@
+"""Generation through the HTTP API with the real tiny model: answers, streams, stops, usage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import metric
+from gguf import GGUFReader
+
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "Say hello."}]
+# A raw completion that greedy decoding continues for a long time (no early end-of-text).
+COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
+
+
+def sse_events(response: httpx.Response) -> list[str]:
+    return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def test_chat_completion_returns_generated_text(client: httpx.Client) -> None:
+    body = client.post(CHAT, json={"messages": HELLO, "max_tokens": 8}).json()
+    assert body["choices"][0]["message"]["content"].strip()
+
+
+def test_chat_completion_has_openai_shape(client: httpx.Client) -> None:
+    body = client.post(CHAT, json={"model": "tiny", "messages": HELLO, "max_tokens": 4}).json()
+    assert (body["object"], body["model"], body["choices"][0]["message"]["role"]) == (
+        "chat.completion",
+        "tiny",
+        "assistant",
+    )
+
+
+def test_max_tokens_gives_length_finish_and_exact_completion_tokens(client: httpx.Client) -> None:
+    body = client.post("/v1/completions", json={**COUNTING, "max_tokens": 7}).json()
+    assert (body["choices"][0]["finish_reason"], body["usage"]["completion_tokens"]) == (
+        "length",
+        7,
+    )
+
+
+def test_end_of_turn_gives_stop_finish(client: httpx.Client) -> None:
+    # Greedy, the tiny model answers "Hi" in one sentence and ends its turn with <|im_end|>.
+    messages = [{"role": "user", "content": "Hi"}]
+    body = client.post(CHAT, json={"messages": messages, "max_tokens": 60, "temperature": 0}).json()
+    choice = body["choices"][0]
+    assert (choice["finish_reason"], "<|im_end|>" in choice["message"]["content"]) == (
+        "stop",
+        False,
+    )
+
+
+def test_stop_string_ends_the_answer_and_is_not_returned(client: httpx.Client) -> None:
+    full = client.post("/v1/completions", json={**COUNTING, "max_tokens": 12}).json()
+    text = full["choices"][0]["text"]
+    assert " 11" in text, f"premise: greedy counting continues the list, got {text!r}"
+    stopped = client.post(
+        "/v1/completions", json={**COUNTING, "max_tokens": 12, "stop": [" 11"]}
+    ).json()
+    assert (stopped["choices"][0]["text"], stopped["choices"][0]["finish_reason"]) == (
+        text[: text.index(" 11")],
+        "stop",
+    )
+
+
+def test_stop_string_is_not_streamed(client: httpx.Client) -> None:
+    with client.stream(
+        "POST", "/v1/completions", json={**COUNTING, "max_tokens": 12, "stream": True, "stop": "11"}
+    ) as response:
+        events = sse_events(response)
+    text = "".join(json.loads(e)["choices"][0]["text"] for e in events if e != "[DONE]")
+    assert text.rstrip().endswith("10,") and "11" not in text
+
+
+def test_stream_sends_chunks_then_finish_then_done(client: httpx.Client) -> None:
+    request = {"messages": HELLO, "max_tokens": 6, "stream": True}
+    with client.stream("POST", CHAT, json=request) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response)
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert (events[-1], chunks[0]["choices"][0]["delta"]["role"]) == ("[DONE]", "assistant")
+    assert [c["choices"][0]["finish_reason"] for c in chunks][-2:] == [None, "length"]
+
+
+def test_stream_text_matches_the_token_count(client: httpx.Client) -> None:
+    request = {
+        **COUNTING,
+        "max_tokens": 9,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with client.stream("POST", "/v1/completions", json=request) as response:
+        events = [json.loads(e) for e in sse_events(response) if e != "[DONE]"]
+    text_chunks = [e for e in events if e["choices"] and e["choices"][0]["text"]]
+    assert (len(text_chunks), events[-1]["usage"]["completion_tokens"]) == (9, 9)
+
+
+@pytest.fixture(scope="module")
+def vocabulary(tiny_model: Path) -> set[str]:
+    field = GGUFReader(str(tiny_model), "r").fields["tokenizer.ggml.tokens"]
+    return {str(field.contents(i)) for i in range(len(field.data))}
+
+
+def test_prompt_tokens_are_tokens_not_words(
+    client: httpx.Client, vocabulary: set[str]
+) -> None:
+    # "hello" and " hello" (Ġhello in GPT-2 byte encoding) are single tokens of the vocabulary,
+    # so 5 words make 5 tokens; a rare long word is several tokens.
+    assert {"hello", "Ġhello"} <= vocabulary and "Ġantidisestablishmentarianism" not in vocabulary
+    five = client.post("/v1/completions", json={"prompt": "hello hello hello hello hello", "max_tokens": 1})
+    rare = client.post("/v1/completions", json={"prompt": "antidisestablishmentarianism", "max_tokens": 1})
+    assert (five.json()["usage"]["prompt_tokens"], rare.json()["usage"]["prompt_tokens"] > 1) == (5, True)
+
+
+def test_chat_prompt_tokens_count_the_rendered_template(client: httpx.Client) -> None:
+    # Special tokens such as <|im_start|> are parsed as one token each, not spelt out as text:
+    # the template's default system prompt plus one user turn is a few dozen tokens, whereas the
+    # same text tokenized without special-token parsing is much longer.
+    body = client.post(CHAT, json={"messages": HELLO, "max_tokens": 1}).json()
+    rendered_chars = len(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        "<|im_end|>\n<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    raw = client.post("/v1/completions", json={"prompt": "<|im_start|>user", "max_tokens": 1})
+    assert (body["usage"]["prompt_tokens"] < rendered_chars / 3, raw.json()["usage"]["prompt_tokens"] > 2) == (True, True)
+
+
+def test_usage_totals_add_up(client: httpx.Client) -> None:
+    usage = client.post(CHAT, json={"messages": HELLO, "max_tokens": 3}).json()["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_generate_returns_response_text(client: httpx.Client) -> None:
+    body = client.post("/generate", json={"prompt": "Name a colour.", "max_tokens": 6}).json()
+    assert isinstance(body["response"], str) and body["response"].strip()
+
+
+def test_default_max_tokens_applies(client: httpx.Client) -> None:
+    body = client.post("/v1/completions", json={"prompt": COUNTING["prompt"], "temperature": 0}).json()
+    assert body["usage"]["completion_tokens"] == 12  # the server's default_max_tokens
+
+
+def test_models_lists_the_served_model(client: httpx.Client) -> None:
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny"]
+
+
+def test_request_id_is_returned(client: httpx.Client) -> None:
+    response = client.get("/v1/models", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+
+
+def test_token_counters_move_with_usage(client: httpx.Client) -> None:
+    before = (metric(client, "llm_prompt_tokens_total"), metric(client, "llm_generated_tokens_total"))
+    usage = client.post(CHAT, json={"messages": HELLO, "max_tokens": 4}).json()["usage"]
+    after = (metric(client, "llm_prompt_tokens_total"), metric(client, "llm_generated_tokens_total"))
+    assert (after[0] - before[0], after[1] - before[1]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("/v1/chat/completions", {"messages": HELLO, "max_tokens": 2}),
+        ("/v1/completions", {"prompt": "Hi", "max_tokens": 2}),
+        ("/generate", {"prompt": "Hi", "max_tokens": 2}),
+    ],
+)
+def test_request_metrics_move(client: httpx.Client, endpoint: str, body: dict[str, object]) -> None:
+    def counts() -> tuple[float, float, float]:
+        return (
+            metric(client, "llm_requests_total", endpoint=endpoint, status="200"),
+            metric(client, "llm_request_duration_seconds_count", endpoint=endpoint),
+            metric(client, "llm_time_to_first_token_seconds_count", endpoint=endpoint),
+        )
+
+    before = counts()
+    assert client.post(endpoint, json=body).status_code == 200
+    after = counts()
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+
+
+def test_decode_rate_is_observed(client: httpx.Client) -> None:
+    before = metric(client, "llm_decode_tokens_per_second_count")
+    client.post("/v1/completions", json={**COUNTING, "max_tokens": 5})
+    assert metric(client, "llm_decode_tokens_per_second_count") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "value"),
+    [
+        ("llm_model_loaded", {}, 1.0),
+        ("llm_queue_capacity", {}, 2.0),
+        ("llm_queue_depth", {}, 0.0),
+        ("llm_inflight_requests", {}, 0.0),
+    ],
+)
+def test_idle_gauges(client: httpx.Client, name: str, labels: dict[str, str], value: float) -> None:
+    assert metric(client, name, **labels) == value
+
+
+def test_model_info_names_the_model(client: httpx.Client, tiny_model: Path) -> None:
+    labels = {"model": "tiny", "path": str(tiny_model), "n_ctx": "1024", "n_threads": "1"}
+    assert metric(client, "llm_model_info", **labels) == 1.0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["llm_process_resident_memory_bytes", "llm_process_cpu_seconds_total"],
+)
+def test_process_metrics_are_positive(client: httpx.Client, name: str) -> None:
+    assert metric(client, name) > 0
+
+
+def test_prompt_longer_than_context_is_a_400(client: httpx.Client) -> None:
+    response = client.post("/v1/completions", json={"prompt": "hello " * 1100, "max_tokens": 2})
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        400,
+        "context_length_exceeded",
+    )
