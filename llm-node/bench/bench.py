@@ -37,13 +37,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import psutil
+from cpuload import QUIET_CORES, CpuMeter
 from stats import fmt, median, mib, ms, percentile
 
 log = logging.getLogger("bench")
@@ -80,9 +81,10 @@ class Options:
     threads: int
     out: Path
     reps: int = 7
+    raw_budget_s: float = 60.0
     max_tokens: int = 64
     sweep_levels: tuple[int, ...] = (1, 4, 16)
-    sweep_requests: int = 16
+    sweep_requests: int = 8
     sweep_max_tokens: int = 32
     queue_size: int = 8
     burst_clients: int = 50
@@ -283,10 +285,12 @@ def parse_event(line: str) -> dict[str, Any] | None:
     return event
 
 
-async def read_stream(result: StreamResult, response: httpx.Response, keep: int | None) -> None:
-    """Consume SSE events into `result`; stop after `keep` text chunks when given."""
-    pieces: list[str] = []
-    async for line in response.aiter_lines():
+async def read_stream(result: StreamResult, lines: AsyncIterator[str], keep: int | None) -> None:
+    """Consume SSE lines into `result`; stop after `keep` text chunks when given.
+
+    `lines` is one `response.aiter_lines()` iterator, so reading can resume where it stopped.
+    """
+    async for line in lines:
         if line.strip() == "data: [DONE]":
             result.done = True
             break
@@ -301,14 +305,13 @@ async def read_stream(result: StreamResult, response: httpx.Response, keep: int 
                     result.first = now
                 result.last = now
                 result.chunks += 1
-                pieces.append(text)
+                result.text += text
             result.finish_reason = choice.get("finish_reason") or result.finish_reason
         usage = event.get("usage")
         if usage:
             result.tokens = int(usage["completion_tokens"])
         if keep is not None and result.chunks >= keep:
             break
-    result.text = "".join(pieces)
 
 
 async def stream_completion(
@@ -319,7 +322,7 @@ async def stream_completion(
     async with client.stream("POST", "/v1/completions", json=body) as response:
         result = StreamResult(status=response.status_code, t0=t0)
         if response.status_code == 200:
-            await read_stream(result, response, keep=None)
+            await read_stream(result, response.aiter_lines(), keep=None)
         else:
             await response.aread()
     result.end = time.perf_counter()
@@ -452,63 +455,117 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """The node's own figures for the one request between two scrapes (engine, no HTTP)."""
+    endpoint = {"endpoint": "/v1/completions"}
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
+
+    rates = delta("llm_decode_tokens_per_second_count")
+    ttfts = delta("llm_time_to_first_token_seconds_count", **endpoint)
+    return {
+        "server_decode_tps": delta("llm_decode_tokens_per_second_sum") / rates if rates else None,
+        "server_ttft_s": (
+            delta("llm_time_to_first_token_seconds_sum", **endpoint) / ttfts if ttfts else None
+        ),
+    }
+
+
+def compare(
+    raw_samples: list[dict[str, Any]], node_samples: list[dict[str, Any]]
+) -> dict[str, Any]:
+    raw_sum, node_sum = summarize(raw_samples), summarize(node_samples)
+    ratio = overhead = None
+    if node_sum["decode_tps_median"] and raw_sum["decode_tps_median"]:
+        ratio = node_sum["decode_tps_median"] / raw_sum["decode_tps_median"]
+    if node_sum["ttft_ms_median"] is not None and raw_sum["ttft_ms_median"] is not None:
+        overhead = node_sum["ttft_ms_median"] - raw_sum["ttft_ms_median"]
+    pairs = list(zip(raw_samples, node_samples, strict=True))
+    paired_ratios = [
+        n["decode_tps"] / r["decode_tps"] for r, n in pairs if r["decode_tps"] and n["decode_tps"]
+    ]
+    paired_overheads = [
+        1000 * (n["ttft_s"] - r["ttft_s"])
+        for r, n in pairs
+        if None not in (r["ttft_s"], n["ttft_s"])
+    ]
+    server_rates = [n["server_decode_tps"] for n in node_samples if n["server_decode_tps"]]
+    server_ttfts = [n["server_ttft_s"] for n in node_samples if n["server_ttft_s"] is not None]
+    return {
+        "pairs": len(pairs),
+        "raw": raw_sum,
+        "node": node_sum,
+        "decode_ratio": ratio,
+        "ttft_overhead_ms": overhead,
+        "paired_decode_ratio_median": median(paired_ratios),
+        "paired_ttft_overhead_ms_median": median(paired_overheads),
+        "server_decode_tps_median": median(server_rates),
+        "server_ttft_ms_median": ms(median(server_ttfts)),
+    }
+
+
 async def phase_raw_vs_node(
     opts: Options, raw: RawWorker, node: Node, n_batch: int, report: Report
 ) -> None:
-    """Alternate raw and node generations (never at the same time); one warm-up each."""
+    """Alternate raw and node generations (never at the same time); one warm-up each.
+
+    Each pair also records the foreign CPU load (other processes on the machine) while it ran.
+    Pairs continue until `reps` pairs were taken on a quiet machine (foreign load below
+    QUIET_CORES during both halves), or 3 x reps pairs, or `raw_budget_s` seconds. The verdict
+    uses the quiet pairs when there are at least 3 of them, else every pair (and says so).
+    """
     request = raw_request(opts, n_batch)
+    meter = CpuMeter([raw.proc.pid, node.proc.pid])
     raw_samples: list[dict[str, Any]] = []
     node_samples: list[dict[str, Any]] = []
+    quiet: list[int] = []
+    started = time.perf_counter()
     async with http_client(node.url, 4) as client:
         raw.call(**request)  # warm-up
         await stream_completion(client, PROMPT, opts.max_tokens)  # warm-up (and connection)
-        before = scrape(node.url)
-        for rep in range(opts.reps):
-            log.info("raw vs node: repetition %d/%d", rep + 1, opts.reps)
-            raw_samples.append(raw_sample(raw.call(**request)))
-            streamed = await stream_completion(client, PROMPT, opts.max_tokens)
-            node_samples.append(node_sample(streamed))
-    after = scrape(node.url)
+        while (
+            len(quiet) < opts.reps
+            and len(raw_samples) < 3 * opts.reps
+            and (len(raw_samples) < opts.reps or time.perf_counter() - started < opts.raw_budget_s)
+        ):
+            a = meter.snapshot()
+            raw_s = raw_sample(raw.call(**request))
+            b = meter.snapshot()
+            before = scrape(node.url)
+            c = meter.snapshot()
+            node_s = node_sample(await stream_completion(client, PROMPT, opts.max_tokens))
+            d = meter.snapshot()
+            node_s.update(server_view(before, scrape(node.url)))
+            raw_s["foreign_cores"] = CpuMeter.foreign_cores(a, b)
+            node_s["foreign_cores"] = CpuMeter.foreign_cores(c, d)
+            raw_samples.append(raw_s)
+            node_samples.append(node_s)
+            if max(raw_s["foreign_cores"], node_s["foreign_cores"]) < QUIET_CORES:
+                quiet.append(len(raw_samples) - 1)
+            log.info(
+                "raw vs node pair %d: raw %.1f, node %.1f tok/s; foreign load %.2f/%.2f cores",
+                len(raw_samples),
+                raw_s["decode_tps"] or 0.0,
+                node_s["decode_tps"] or 0.0,
+                raw_s["foreign_cores"],
+                node_s["foreign_cores"],
+            )
     report.node_rss_samples.append(node.rss())
 
-    raw_sum, node_sum = summarize(raw_samples), summarize(node_samples)
-    ratio = (
-        node_sum["decode_tps_median"] / raw_sum["decode_tps_median"]
-        if node_sum["decode_tps_median"] and raw_sum["decode_tps_median"]
-        else None
-    )
-    overhead = (
-        node_sum["ttft_ms_median"] - raw_sum["ttft_ms_median"]
-        if node_sum["ttft_ms_median"] is not None and raw_sum["ttft_ms_median"] is not None
-        else None
-    )
-    # The node's own view (engine callbacks, no HTTP): tells engine overhead from HTTP overhead.
-    endpoint = {"endpoint": "/v1/completions"}
-    count = metric_sum(after, "llm_decode_tokens_per_second_count") - metric_sum(
-        before, "llm_decode_tokens_per_second_count"
-    )
-    rate_sum = metric_sum(after, "llm_decode_tokens_per_second_sum") - metric_sum(
-        before, "llm_decode_tokens_per_second_sum"
-    )
-    ttft_count = metric_sum(after, "llm_time_to_first_token_seconds_count", **endpoint) - (
-        metric_sum(before, "llm_time_to_first_token_seconds_count", **endpoint)
-    )
-    ttft_sum = metric_sum(after, "llm_time_to_first_token_seconds_sum", **endpoint) - (
-        metric_sum(before, "llm_time_to_first_token_seconds_sum", **endpoint)
-    )
+    use_quiet = len(quiet) >= 3
+    chosen = quiet if use_quiet else list(range(len(raw_samples)))
     report.raw_vs_node = {
         "prompt": PROMPT,
         "max_tokens": opts.max_tokens,
         "sampling": SAMPLING,
         "n_batch": n_batch,
-        "reps": opts.reps,
-        "raw": raw_sum,
-        "node": node_sum,
-        "decode_ratio": ratio,
-        "ttft_overhead_ms": overhead,
+        "judged_on": "quiet pairs" if use_quiet else "all pairs (the machine was never quiet)",
+        "quiet_pairs": len(quiet),
+        "foreign_cores_median": median([s["foreign_cores"] for s in raw_samples + node_samples]),
+        **compare([raw_samples[i] for i in chosen], [node_samples[i] for i in chosen]),
+        "all_pairs": compare(raw_samples, node_samples),
         "same_text": len({s["text"] for s in raw_samples + node_samples}) == 1,
-        "node_metrics_mean_decode_tps": rate_sum / count if count else None,
-        "node_metrics_mean_ttft_ms": 1000 * ttft_sum / ttft_count if ttft_count else None,
         "raw_samples": raw_samples,
         "node_samples": node_samples,
     }
@@ -621,11 +678,12 @@ async def phase_disconnect(opts: Options, node: Node, report: Report) -> None:
                 a_t0 = time.perf_counter()
                 async with own.stream("POST", "/v1/completions", json=body) as response:
                     a = StreamResult(status=response.status_code, t0=a_t0)
-                    await read_stream(a, response, keep=3)
+                    lines = response.aiter_lines()
+                    await read_stream(a, lines, keep=3)
                     b_task = asyncio.create_task(stream_completion(client, SHORT_PROMPT, 4))
                     # Keep reading A for a while so that B is surely waiting in the queue.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(read_stream(a, response, keep=10_000), 0.3)
+                        await asyncio.wait_for(read_stream(a, lines, keep=10_000), 0.3)
                 # Leaving the block closes A's response before its end: the socket is closed.
                 disconnect = time.perf_counter()
             b = await b_task
@@ -701,19 +759,25 @@ def judge(report: Report) -> None:
     add("rss_overhead_mib", extra, check(extra, extra is not None and extra <= 80))
 
 
+def pct(ratio: float | None) -> float | None:
+    return None if ratio is None else 100 * ratio
+
+
 def markdown(report: Report) -> str:
     rv, ov, dc, mem = report.raw_vs_node, report.overload, report.disconnect, report.memory
     raw, node = rv.get("raw", {}), rv.get("node", {})
     result = {t["target"]: t["result"] for t in report.targets}
-    ratio = rv.get("decode_ratio")
-    percent = None if ratio is None else 100 * ratio
+    percent = pct(rv.get("decode_ratio"))
     env = report.environment
+    by_phase = ", ".join(
+        f"{name} {value:.2f}" for name, value in env.get("foreign_cores_by_phase", {}).items()
+    )
     lines = [
         "# llm-node benchmark",
         "",
         f"Model `{env.get('model')}`, {env.get('threads')} threads, "
         f"{env.get('cpus')} CPUs, load average {env.get('loadavg_start')} at start, "
-        f"{env.get('started')}.",
+        f"{env.get('started')}; CPU used by other processes (cores): {by_phase or 'n/a'}.",
         "",
         "| Figure | Raw gpt4all | llm-node (HTTP) | Node vs raw | Target | Result |",
         "|---|---|---|---|---|---|",
@@ -724,7 +788,8 @@ def markdown(report: Report) -> str:
         f"| Time to first token (ms, median) | {fmt(raw.get('ttft_ms_median'))} "
         f"| {fmt(node.get('ttft_ms_median'))} | {fmt(rv.get('ttft_overhead_ms'), 1, ' ms')} "
         f"| <= 15 ms | {result.get('ttft_overhead_ms', 'n/a')} |",
-        f"| 503 latency, {ov.get('clients')} clients vs queue {ov.get('queue_size')} (ms) | "
+        f"| 503 latency, {env.get('burst_clients')} clients vs queue {env.get('queue_size')} "
+        "(ms) | "
         f"| p50 {fmt(ov.get('p50_ms'))}, p99 {fmt(ov.get('p99_ms'))} "
         f"| | p99 < 50 ms | {result.get('overload_503_p99_ms', 'n/a')} |",
         f"| Worker free after a disconnect (ms, median) | "
@@ -736,13 +801,20 @@ def markdown(report: Report) -> str:
         "",
     ]
     if rv:
+        every = rv.get("all_pairs", {})
         lines += [
             f"Raw vs node: prompt {rv['prompt']!r}, max_tokens {rv['max_tokens']}, greedy, "
-            f"n_batch {rv['n_batch']}, {rv['reps']} alternating repetitions after one warm-up "
-            f"each; same text from both: {'yes' if rv['same_text'] else 'NO'}. "
-            f"The node's own metrics (engine callbacks, no HTTP): decode "
-            f"{fmt(rv.get('node_metrics_mean_decode_tps'))} tokens/s, TTFT "
-            f"{fmt(rv.get('node_metrics_mean_ttft_ms'))} ms (means).",
+            f"n_batch {rv['n_batch']}, alternating raw/node generations after one warm-up each; "
+            f"same text from both: {'yes' if rv['same_text'] else 'NO'}. Judged on "
+            f"{rv['judged_on']}: {rv['pairs']} of {every.get('pairs')} pairs (quiet = other "
+            f"processes used < {QUIET_CORES} core meanwhile; median foreign load "
+            f"{fmt(rv.get('foreign_cores_median'), 2)} cores). Paired medians: decode ratio "
+            f"{fmt(pct(rv.get('paired_decode_ratio_median')), 1, ' %')}, TTFT overhead "
+            f"{fmt(rv.get('paired_ttft_overhead_ms_median'), 1, ' ms')}. Every pair: decode "
+            f"ratio {fmt(pct(every.get('decode_ratio')), 1, ' %')}, TTFT overhead "
+            f"{fmt(every.get('ttft_overhead_ms'), 1, ' ms')}. The node's own metrics "
+            f"(engine callbacks, no HTTP): decode {fmt(rv.get('server_decode_tps_median'))} "
+            f"tokens/s, TTFT {fmt(rv.get('server_ttft_ms_median'))} ms (medians).",
             "",
         ]
     if report.sweep:
@@ -820,10 +892,19 @@ def opened(path: Path) -> Iterator[IO[str]]:
 
 async def run_node_phases(opts: Options, raw: RawWorker, node: Node, report: Report) -> None:
     n_batch = opts.n_batch or node_n_batch()
-    await phase_raw_vs_node(opts, raw, node, n_batch, report)
-    await phase_sweep(opts, node, report)
-    await phase_overload(opts, node, report)
-    await phase_disconnect(opts, node, report)
+    meter = CpuMeter([raw.proc.pid, node.proc.pid])
+    load: dict[str, float] = {}
+    report.environment["foreign_cores_by_phase"] = load
+    phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("raw_vs_node", lambda: phase_raw_vs_node(opts, raw, node, n_batch, report)),
+        ("sweep", lambda: phase_sweep(opts, node, report)),
+        ("overload", lambda: phase_overload(opts, node, report)),
+        ("disconnect", lambda: phase_disconnect(opts, node, report)),
+    ]
+    for name, phase in phases:
+        start = meter.snapshot()
+        await phase()
+        load[name] = CpuMeter.foreign_cores(start, meter.snapshot())
     phase_memory(raw, node, report)
 
 
@@ -832,6 +913,8 @@ def run(opts: Options) -> Report:
     report.environment = {
         "model": str(opts.model),
         "threads": opts.threads,
+        "queue_size": opts.queue_size,
+        "burst_clients": opts.burst_clients,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -891,6 +974,7 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     opts = parse_args(argv)
     try:
         run(opts)

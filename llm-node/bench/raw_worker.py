@@ -10,7 +10,7 @@ prints one JSON line ``{"ready": true, ...}`` and then answers one JSON command 
 with one JSON line on stdout:
 
 - ``{"cmd": "generate", "prompt": ..., "max_tokens": ..., "temp": ..., ...}`` runs one streaming
-  ``GPT4All.generate(..., streaming=True)`` and returns its timings (see ``generate``);
+  generation, as ``GPT4All.generate(..., streaming=True)`` does, and returns its timings;
 - ``{"cmd": "memory"}`` returns the resident set size now and at its peak;
 - ``{"cmd": "quit"}`` exits.
 
@@ -53,7 +53,7 @@ def memory() -> dict[str, Any]:
 def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
     """One streaming generation, timed the way a caller of the streaming API sees it.
 
-    ``t0`` is taken just before ``generate()`` is called; each token's arrival is the moment the
+    ``t0`` is taken just before the generation is started; each token's arrival is the moment the
     generator yields it to this (consuming) thread. Tokens are counted by a callback, which
     gpt4all calls once per generated token on its generating thread.
     """
@@ -66,9 +66,14 @@ def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
     arrivals: list[float] = []
     pieces: list[str] = []
     t0 = time.perf_counter()
-    stream = model.generate(
+    # What GPT4All.generate(streaming=True) does outside a chat session, except for the prompt
+    # template: generate() passes "%1", with which gpt4all appends "\n\n" to the prompt, while
+    # llm-node passes "%1%2" (the prompt as is). Same template, same tokens, same work.
+    stream = model.model.prompt_model_streaming(
         request["prompt"],
-        max_tokens=int(request["max_tokens"]),
+        request.get("template", "%1%2"),
+        count,
+        n_predict=int(request["max_tokens"]),
         temp=float(request["temp"]),
         top_k=int(request["top_k"]),
         top_p=float(request["top_p"]),
@@ -76,8 +81,7 @@ def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
         repeat_penalty=float(request["repeat_penalty"]),
         repeat_last_n=int(request["repeat_last_n"]),
         n_batch=int(request["n_batch"]),
-        streaming=True,
-        callback=count,
+        reset_context=True,
     )
     for piece in stream:
         if piece:
