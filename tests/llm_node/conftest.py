@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from prometheus_client.parser import text_string_to_metric_families
-
 from llm_node.config import Settings
 from llm_node.main import create_app
+from prometheus_client.parser import text_string_to_metric_families
 
 START_TIMEOUT = 120.0  # loading is a few seconds; generous for a busy shared CI machine
 

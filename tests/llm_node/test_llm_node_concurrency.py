@@ -48,29 +48,39 @@ def test_overload_answer_has_retry_after_and_openai_error(server: LiveServer) ->
 def test_process_serves_after_overload(client: httpx.Client) -> None:
     before = metric(client, "llm_rejections_total", reason="queue_full")
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda _: client.post("/generate", json={"prompt": "Hi", "max_tokens": 4}), range(16)))
+        list(
+            pool.map(
+                lambda _: client.post("/generate", json={"prompt": "Hi", "max_tokens": 4}),
+                range(16),
+            )
+        )
     assert metric(client, "llm_rejections_total", reason="queue_full") > before
     assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
 
 
 def test_health_answers_while_generating(server: LiveServer, client: httpx.Client) -> None:
     request = {**COUNTING, "max_tokens": LONG, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=120) as streamer:
-        with streamer.stream("POST", "/v1/completions", json=request) as response:
-            lines = response.iter_lines()
-            assert next(lines).startswith("data: ")  # generation has started
-            health = client.get("/health")
-            still_generating = metric(client, "llm_inflight_requests")
+    with (
+        httpx.Client(base_url=server.url, timeout=120) as streamer,
+        streamer.stream("POST", "/v1/completions", json=request) as response,
+    ):
+        assert next(response.iter_lines()).startswith("data: ")  # generation has started
+        health = client.get("/health")
+        still_generating = metric(client, "llm_inflight_requests")
     assert (health.status_code, health.json(), still_generating) == (200, {"status": "ok"}, 1.0)
 
 
-def test_stream_disconnect_cancels_and_worker_moves_on(server: LiveServer, client: httpx.Client) -> None:
+def test_stream_disconnect_cancels_and_worker_moves_on(
+    server: LiveServer, client: httpx.Client
+) -> None:
     cancelled = metric(client, "llm_cancellations_total")
     generated = metric(client, "llm_generated_tokens_total")
     request = {**COUNTING, "max_tokens": LONG, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=120) as streamer:
-        with streamer.stream("POST", "/v1/completions", json=request) as response:
-            assert next(response.iter_lines()).startswith("data: ")
+    with (
+        httpx.Client(base_url=server.url, timeout=120) as streamer,
+        streamer.stream("POST", "/v1/completions", json=request) as response,
+    ):
+        assert next(response.iter_lines()).startswith("data: ")
     # The connection is closed: the generation stops at its next token.
     wait_for(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
     wait_for(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")

@@ -104,15 +104,20 @@ def vocabulary(tiny_model: Path) -> set[str]:
     return {str(field.contents(i)) for i in range(len(field.data))}
 
 
-def test_prompt_tokens_are_tokens_not_words(
-    client: httpx.Client, vocabulary: set[str]
-) -> None:
+def test_prompt_tokens_are_tokens_not_words(client: httpx.Client, vocabulary: set[str]) -> None:
     # "hello" and " hello" (Ġhello in GPT-2 byte encoding) are single tokens of the vocabulary,
     # so 5 words make 5 tokens; a rare long word is several tokens.
     assert {"hello", "Ġhello"} <= vocabulary and "Ġantidisestablishmentarianism" not in vocabulary
-    five = client.post("/v1/completions", json={"prompt": "hello hello hello hello hello", "max_tokens": 1})
-    rare = client.post("/v1/completions", json={"prompt": "antidisestablishmentarianism", "max_tokens": 1})
-    assert (five.json()["usage"]["prompt_tokens"], rare.json()["usage"]["prompt_tokens"] > 1) == (5, True)
+    five = client.post(
+        "/v1/completions", json={"prompt": "hello hello hello hello hello", "max_tokens": 1}
+    )
+    rare = client.post(
+        "/v1/completions", json={"prompt": "antidisestablishmentarianism", "max_tokens": 1}
+    )
+    assert (five.json()["usage"]["prompt_tokens"], rare.json()["usage"]["prompt_tokens"] > 1) == (
+        5,
+        True,
+    )
 
 
 def test_chat_prompt_tokens_count_the_rendered_template(client: httpx.Client) -> None:
@@ -125,7 +130,10 @@ def test_chat_prompt_tokens_count_the_rendered_template(client: httpx.Client) ->
         "<|im_end|>\n<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
     )
     raw = client.post("/v1/completions", json={"prompt": "<|im_start|>user", "max_tokens": 1})
-    assert (body["usage"]["prompt_tokens"] < rendered_chars / 3, raw.json()["usage"]["prompt_tokens"] > 2) == (True, True)
+    assert (
+        body["usage"]["prompt_tokens"] < rendered_chars / 3,
+        raw.json()["usage"]["prompt_tokens"] > 2,
+    ) == (True, True)
 
 
 def test_usage_totals_add_up(client: httpx.Client) -> None:
@@ -139,7 +147,9 @@ def test_generate_returns_response_text(client: httpx.Client) -> None:
 
 
 def test_default_max_tokens_applies(client: httpx.Client) -> None:
-    body = client.post("/v1/completions", json={"prompt": COUNTING["prompt"], "temperature": 0}).json()
+    body = client.post(
+        "/v1/completions", json={"prompt": COUNTING["prompt"], "temperature": 0}
+    ).json()
     assert body["usage"]["completion_tokens"] == 12  # the server's default_max_tokens
 
 
@@ -153,9 +163,15 @@ def test_request_id_is_returned(client: httpx.Client) -> None:
 
 
 def test_token_counters_move_with_usage(client: httpx.Client) -> None:
-    before = (metric(client, "llm_prompt_tokens_total"), metric(client, "llm_generated_tokens_total"))
+    before = (
+        metric(client, "llm_prompt_tokens_total"),
+        metric(client, "llm_generated_tokens_total"),
+    )
     usage = client.post(CHAT, json={"messages": HELLO, "max_tokens": 4}).json()["usage"]
-    after = (metric(client, "llm_prompt_tokens_total"), metric(client, "llm_generated_tokens_total"))
+    after = (
+        metric(client, "llm_prompt_tokens_total"),
+        metric(client, "llm_generated_tokens_total"),
+    )
     assert (after[0] - before[0], after[1] - before[1]) == (
         usage["prompt_tokens"],
         usage["completion_tokens"],
