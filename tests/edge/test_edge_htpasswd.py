@@ -1,0 +1,95 @@
+"""traefik/htpasswd.py, the tool that writes the bcrypt usersFile (the real Traefik accepts
+its output: see test_edge_traefik.py, whose users file it writes)."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from tests.edge import procs
+
+TOOL = procs.REPO / "traefik" / "htpasswd.py"
+PASSWORD = "a-long-enough-password"
+
+
+def htpasswd(*args: str, stdin: str = f"{PASSWORD}\n") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(TOOL), *args], input=stdin, capture_output=True, text=True
+    )
+
+
+def entries(path: Path) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in path.read_text().splitlines())
+
+
+def test_writes_a_bcrypt_hash_of_the_password(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    htpasswd("--password-stdin", str(users), "alice")
+    hashed = entries(users)["alice"]
+    assert bcrypt.checkpw(PASSWORD.encode(), ("$2b$" + hashed[4:]).encode())
+
+
+def test_hash_is_in_the_htpasswd_2y_form(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    htpasswd("--password-stdin", str(users), "alice")
+    assert entries(users)["alice"].startswith("$2y$10$")
+
+
+def test_file_is_private(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    htpasswd("--password-stdin", str(users), "alice")
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+
+
+def test_replaces_an_existing_user_and_keeps_the_others(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    htpasswd("--password-stdin", str(users), "alice")
+    htpasswd("--password-stdin", str(users), "bob")
+    htpasswd("--password-stdin", str(users), "alice", stdin="another-long-password\n")
+    hashed = entries(users)
+    assert (
+        sorted(hashed),
+        bcrypt.checkpw(b"another-long-password", b"$2b$" + hashed["alice"][4:].encode()),
+    ) == (["alice", "bob"], True)
+
+
+def test_deletes_a_user(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    htpasswd("--password-stdin", str(users), "alice")
+    htpasswd("--password-stdin", str(users), "bob")
+    htpasswd("--delete", str(users), "alice")
+    assert sorted(entries(users)) == ["bob"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--password-stdin", "USERS", "alice"], "short\n", "at least 12 characters"),
+        (["--password-stdin", "USERS", "al ice"], f"{PASSWORD}\n", "user names use"),
+        (["--password-stdin", "USERS", "alice:x"], f"{PASSWORD}\n", "user names use"),
+        (["USERS", "alice"], f"{PASSWORD}\n", "not a terminal: use --password-stdin"),
+        (["--delete", "USERS", "nobody"], "", "no user 'nobody'"),
+        (["--cost", "3", "--password-stdin", "USERS", "alice"], f"{PASSWORD}\n", "--cost"),
+    ],
+    ids=["short-password", "space-in-name", "colon-in-name", "no-tty", "delete-unknown", "cost"],
+)
+def test_bad_input_gets_a_clear_error_and_no_traceback(
+    tmp_path: Path, args: list[str], stdin: str, message: str
+) -> None:
+    argv = [str(tmp_path / "users") if arg == "USERS" else arg for arg in args]
+    result = htpasswd(*argv, stdin=stdin)
+    assert (result.returncode, message in result.stderr, "Traceback" in result.stderr) == (
+        2,
+        True,
+        False,
+    )
+
+
+def test_password_is_never_an_argument() -> None:
+    result = htpasswd("--help")
+    assert "--password " not in result.stdout
