@@ -6,10 +6,13 @@ SYSTEM_PACKAGES += debootstrap systemd-container apt-cacher-ng pebble openssh-cl
 
 LOCALVPS_ROOTFS := $(CACHE_DIR)/localvps/trixie-rootfs
 
-.PHONY: localvps-rootfs test-localvps
+.PHONY: localvps-rootfs test-localvps localvps-debug
 
 localvps-rootfs: ## Build the cached Debian 13 root filesystem of the local VPS (root, ~80 s once)
 	tests/localvps/build-rootfs.sh $(LOCALVPS_ROOTFS)
 
 test-localvps: $(VENV)/.installed $(TINY_MODEL) system-deps ## Boot the local VPS and run site.yml + tests/infra against it (root)
 	LOCALVPS=1 LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest tests/localvps
+
+localvps-debug: $(VENV)/.installed $(TINY_MODEL) system-deps ## Like test-localvps, but keeps the VPS up until Enter (prints its ssh command)
+	LOCALVPS=1 LOCALVPS_HOLD=1 LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest -s tests/localvps

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.localvps import images, vps
+from tests.localvps import deploy, images, services, vps
 
 GATE = "LOCALVPS"
 
@@ -26,6 +28,9 @@ def localvps_stack() -> Iterator[contextlib.ExitStack]:
     try:
         yield stack
     finally:
+        if os.environ.get("LOCALVPS_HOLD"):
+            vps.log("LOCALVPS_HOLD is set: press Enter to tear everything down")
+            sys.__stdin__.readline()
         with vps.PHASES.phase("teardown"):
             stack.close()
     vps.log("phases:\n" + vps.PHASES.summary())
@@ -50,8 +55,57 @@ def local_vps(localvps_stack: contextlib.ExitStack) -> vps.LocalVPS:
         machine.boot()
         vps.AptCacher(bind=machine.host_addr, workdir=machine.workdir, stack=localvps_stack).start()
         machine.wait_for_ssh()
-    vps.log(f"{name} is up at {machine.addr} (host side {machine.host_addr})")
+    vps.log(f"{name} is up: {' '.join(machine.ssh_cmd())}")
     return machine
+
+
+@pytest.fixture(scope="session")
+def stand_ins(local_vps: vps.LocalVPS, localvps_stack: contextlib.ExitStack) -> deploy.StandIns:
+    """Pebble + its DNS, the tiny model on a local URL, the CONNECT proxy for image builds."""
+    reason = services.pebble_missing()
+    if reason:
+        pytest.skip(reason)
+    model = Path(os.environ.get("LLM_TEST_MODEL", ""))
+    if not model.is_file():
+        pytest.skip("LLM_TEST_MODEL is not set to the tiny model (make model)")
+    with vps.PHASES.phase("stand-ins (pebble, model, proxy)"):
+        pebble = services.Pebble(
+            bind=local_vps.host_addr,
+            vps_addr=local_vps.addr,
+            workdir=local_vps.workdir,
+            stack=localvps_stack,
+        )
+        pebble.start()
+        base_url, _ = vps.serve_directory(model.parent, local_vps.host_addr, localvps_stack)
+        proxy = services.ConnectProxy(local_vps.host_addr, localvps_stack)
+        return deploy.StandIns(pebble, f"{base_url}/{model.name}", vps.md5sum(model), proxy)
+
+
+@pytest.fixture(scope="session")
+def site_runs(
+    local_vps: vps.LocalVPS, vps_images: dict[str, str], stand_ins: deploy.StandIns
+) -> deploy.SiteRuns:
+    """site.yml run twice against the VPS, as a user runs it after terraform apply."""
+    if not (vps.REPO / "ansible" / "site.yml").exists():
+        pytest.skip("ansible/site.yml does not exist yet")
+    inventory, variables = deploy.write_inventory(
+        local_vps,
+        vps_images,
+        pebble_directory=stand_ins.pebble.directory_url,
+        pebble_listener_ca=str(stand_ins.pebble.listener_ca),
+        model_url=stand_ins.model_url,
+        model_md5=stand_ins.model_md5,
+        proxy_url=stand_ins.proxy.url,
+        apt_proxy_url=f"http://{local_vps.host_addr}:{vps.APT_CACHER_PORT}",
+        issuing_root=stand_ins.pebble.issuing_root(),
+    )
+    with vps.PHASES.phase("site.yml, first run"):
+        first, _ = deploy.run_site(inventory, local_vps.workdir / "site-1.log")
+    second, second_log = None, ""
+    if first.failed == 0 and first.unreachable == 0:
+        with vps.PHASES.phase("site.yml, second run"):
+            second, second_log = deploy.run_site(inventory, local_vps.workdir / "site-2.log")
+    return deploy.SiteRuns(inventory, variables, first, second, second_log)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

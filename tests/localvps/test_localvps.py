@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.localvps import vps
+from tests.localvps import deploy, vps
 
 pytestmark = pytest.mark.slow
 
@@ -41,3 +41,25 @@ def test_docker_in_the_vps_runs_the_locally_built_images(
 ) -> None:
     out = local_vps.ssh(f"sudo docker run --rm {vps_images[variable]} {args} 2>&1")
     assert expected in out
+
+
+def test_site_yml_converges_the_vps(site_runs: deploy.SiteRuns) -> None:
+    assert (site_runs.first.failed, site_runs.first.unreachable) == (0, 0)
+
+
+def test_a_second_site_yml_run_changes_nothing(site_runs: deploy.SiteRuns) -> None:
+    assert site_runs.second is not None, "the first run failed"
+    assert site_runs.second.failed == 0
+    assert site_runs.second.changed == 0, deploy.changed_tasks(site_runs.second_log)
+
+
+def test_the_testinfra_suite_passes_against_the_vps(
+    site_runs: deploy.SiteRuns, stand_ins: deploy.StandIns
+) -> None:
+    if not (vps.REPO / "tests" / "infra").is_dir():
+        pytest.skip("tests/infra does not exist yet")
+    with vps.PHASES.phase("tests/infra (testinfra)"):
+        result = deploy.run_testinfra(site_runs.inventory, {})
+    failures = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    report = [*failures, result.stdout[-3000:], result.stderr[-2000:]]
+    assert result.returncode == 0, "\n".join(report)
