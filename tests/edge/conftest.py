@@ -7,6 +7,7 @@ model; Prometheus, Alertmanager and node exporter are the Debian packages' progr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,11 +122,10 @@ def grafana_standin(edge_dir: Path) -> Iterator[int]:
         yield port
 
 
-@pytest.fixture(scope="session")
-def pebble(edge_dir: Path) -> Iterator[dict[str, object]]:
+@contextlib.contextmanager
+def start_pebble(workdir: Path) -> Iterator[dict[str, object]]:
     """Pebble (ACME CA) with pebble-challtestsrv answering its DNS queries with 127.0.0.1."""
     programs = procs.require_programs("pebble", "pebble-challtestsrv")
-    workdir = edge_dir / "pebble"
     ca, cert, key = procs.make_ca_and_server_cert(workdir, ["localhost"])
     ports = {name: procs.free_port() for name in ("dir", "mgmt", "dns", "chall_mgmt")}
     # Pebble validates HTTP-01 and TLS-ALPN-01 on these ports: Traefik listens there.
@@ -184,6 +184,12 @@ def pebble(edge_dir: Path) -> Iterator[dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
+def pebble(edge_dir: Path) -> Iterator[dict[str, object]]:
+    with start_pebble(edge_dir / "pebble") as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
 def users_file(edge_dir: Path) -> Path:
     """The usersFile, written by the project's own tool (password on standard input)."""
     path = edge_dir / "traefik" / "users"
@@ -215,21 +221,21 @@ def traefik_variables(workdir: Path, pebble: dict[str, object], internal_port: i
     }
 
 
-@pytest.fixture(scope="session")
-def edge(
-    edge_dir: Path,
+@contextlib.contextmanager
+def start_traefik(
+    workdir: Path,
     pebble: dict[str, object],
-    llm_node: str,
-    grafana_standin: int,
-    users_file: Path,
+    llm_node_url: str,
+    grafana_port: int,
+    challenge: str,
 ) -> Iterator[Edge]:
     """The real Traefik with the project's configuration, holding Pebble certificates for
-    llm.edge.test and monitoring.edge.test."""
+    llm.edge.test and monitoring.edge.test (obtained with `challenge`)."""
     traefik = procs.require_programs("traefik")["traefik"]
-    workdir = users_file.parent
     internal_port = procs.free_port()
     variables = traefik_variables(workdir, pebble, internal_port)
-    (workdir / "acme").mkdir(mode=0o700)
+    variables["traefik_acme_challenge"] = challenge
+    (workdir / "acme").mkdir(mode=0o700, parents=True)
     render_to("traefik/traefik.yml.j2", workdir / "traefik.yml", **variables)
     render_to(
         "traefik/dynamic/middlewares.yml.j2", workdir / "dynamic" / "middlewares.yml", **variables
@@ -238,8 +244,8 @@ def edge(
         Path(__file__).parent / "routers.yml.j2",
         workdir / "dynamic" / "routers.yml",
         domain=DOMAIN,
-        llm_node_port=llm_node.rsplit(":", 1)[1],
-        grafana_port=grafana_standin,
+        llm_node_port=llm_node_url.rsplit(":", 1)[1],
+        grafana_port=grafana_port,
     )
     argv = [traefik, f"--configFile={workdir / 'traefik.yml'}"]
     env = {"LEGO_CA_CERTIFICATES": str(pebble["ca"])}
@@ -251,30 +257,40 @@ def edge(
             web_port=int(pebble["http_port"]),  # type: ignore[call-overload]
             websecure_port=int(pebble["tls_port"]),  # type: ignore[call-overload]
             internal_port=internal_port,
-            llm_node_url=llm_node,
+            llm_node_url=llm_node_url,
             pebble_root=Path(str(pebble["root"])),
             acme_storage=workdir / "acme" / "acme.json",
             workdir=workdir,
-            users_file=users_file,
+            users_file=workdir / "users",
         )
-
-        def certificate_served(host: str) -> bool:
-            # Verifies against Pebble's issuing root: Traefik's default certificate fails.
-            context = ssl.create_default_context(cafile=str(edge.pebble_root))
-            address = ("127.0.0.1", edge.websecure_port)
-            with (
-                socket.create_connection(address, timeout=10) as sock,
-                context.wrap_socket(sock, server_hostname=host),
-            ):
-                return True
-
         for host in (LLM_HOST, MONITORING_HOST):
             program.wait_until(
-                lambda host=host: certificate_served(host),
+                lambda host=host: peer_names(edge, host),
                 f"a Pebble certificate for {host}",
                 timeout=CERT_TIMEOUT,
             )
         yield edge
+
+
+def peer_names(edge: Edge, host: str) -> list[str]:
+    """DNS names of the certificate Traefik serves for `host`, verified against Pebble's
+    issuing root (Traefik's self-signed default certificate fails the handshake)."""
+    context = ssl.create_default_context(cafile=str(edge.pebble_root))
+    with (
+        socket.create_connection(("127.0.0.1", edge.websecure_port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        cert = tls.getpeercert()
+    return [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+
+
+@pytest.fixture(scope="session")
+def edge(
+    pebble: dict[str, object], llm_node: str, grafana_standin: int, users_file: Path
+) -> Iterator[Edge]:
+    """Traefik in front of llm-node and the Grafana stand-in; certificates over HTTP-01."""
+    with start_traefik(users_file.parent, pebble, llm_node, grafana_standin, "http") as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,28 @@ redirects, headers, rate limit and unbuffered streaming in front of the real llm
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
 import stat
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.edge.conftest import LLM_HOST, MONITORING_HOST, PASSWORD, USER, Edge
+from tests.edge.conftest import (
+    LLM_HOST,
+    MONITORING_HOST,
+    PASSWORD,
+    USER,
+    Edge,
+    peer_names,
+    start_pebble,
+    start_traefik,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +35,30 @@ CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8
 
 
 @pytest.mark.parametrize("host", [LLM_HOST, MONITORING_HOST])
-def test_certificate_is_issued_over_acme_for_each_host(edge: Edge, host: str) -> None:
-    # The handshake verifies the chain against Pebble's issuing root and the host name.
-    context = ssl.create_default_context(cafile=str(edge.pebble_root))
+def test_certificate_is_issued_over_http_01_for_each_host(edge: Edge, host: str) -> None:
+    assert peer_names(edge, host) == [host]
+
+
+@pytest.fixture(scope="module")
+def edge_tls_alpn(edge_dir: Path, grafana_standin: int, users_file: Path) -> Iterator[Edge]:
+    """A second Pebble and Traefik, with traefik_acme_challenge=tlsalpn (both routers go to
+    the stand-in: only the certificates matter here)."""
+    workdir = edge_dir / "tls-alpn"
+    (workdir / "traefik").mkdir(parents=True)
+    shutil.copy(users_file, workdir / "traefik" / "users")
+    standin = f"http://127.0.0.1:{grafana_standin}"
     with (
-        socket.create_connection(("127.0.0.1", edge.websecure_port), timeout=10) as sock,
-        context.wrap_socket(sock, server_hostname=host) as tls,
+        start_pebble(workdir / "pebble") as pebble,
+        start_traefik(workdir / "traefik", pebble, standin, grafana_standin, "tlsalpn") as edge,
     ):
-        cert = tls.getpeercert()
-    names = [value for kind, value in cert["subjectAltName"] if kind == "DNS"]
-    assert names == [host]
+        yield edge
+
+
+@pytest.mark.parametrize("host", [LLM_HOST, MONITORING_HOST])
+def test_certificate_is_issued_over_tls_alpn_01_when_selected(
+    edge_tls_alpn: Edge, host: str
+) -> None:
+    assert peer_names(edge_tls_alpn, host) == [host]
 
 
 def test_acme_storage_is_private(edge: Edge) -> None:
@@ -175,21 +202,33 @@ def test_body_over_the_cap_gets_413(edge: Edge) -> None:
     assert response.status_code == 413
 
 
-def test_tls_below_1_2_is_refused(edge: Edge) -> None:
+def handshake(edge: Edge, maximum: ssl.TLSVersion) -> str:
+    """The TLS version negotiated by a client that offers TLS 1.0 up to `maximum`."""
     context = ssl.create_default_context(cafile=str(edge.pebble_root))
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # lets this client offer TLS 1.1 at all
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
-    transport = httpx.HTTPTransport(verify=context)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # lets this client offer TLS 1.0/1.1 at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 names are deprecated
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = maximum
     with (
-        pytest.raises(httpx.ConnectError),
-        httpx.Client(transport=transport) as client,
+        socket.create_connection(("127.0.0.1", edge.websecure_port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=LLM_HOST) as tls,
     ):
-        client.get(
-            f"https://127.0.0.1:{edge.websecure_port}/",
-            headers={"Host": LLM_HOST},
-            extensions={"sni_hostname": LLM_HOST},
-        )
+        return str(tls.version())
+
+
+def test_tls_1_1_is_refused_by_the_server(edge: Edge) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        maximum = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError) as refused:
+        handshake(edge, maximum)
+    # The server's "protocol version" alert: the client did offer TLS 1.1.
+    assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION"
+
+
+def test_tls_1_2_is_accepted(edge: Edge) -> None:
+    assert handshake(edge, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
 
 
 def test_rate_limit_answers_429_past_the_burst(edge: Edge) -> None:
