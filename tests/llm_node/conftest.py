@@ -3,83 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from llm_node.config import Settings
-from llm_node.main import create_app
-from prometheus_client.parser import text_string_to_metric_families
-
-START_TIMEOUT = 120.0  # loading is a few seconds; generous for a busy shared CI machine
-
-
-class LiveServer:
-    """create_app(settings) served by uvicorn on a thread, on a free 127.0.0.1 port."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings)
-        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(base_url=self.url) as client:
-            while client.get("/ready").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(client.get("/ready").text)
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-        self.sock.close()
-
-
-def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by (name, sorted labels)."""
-    text = client.get("/metrics").text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    return scrape(client).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll until predicate() is true (a bound on waiting, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from node_harness import START_TIMEOUT, LiveServer
 
 
 @pytest.fixture(scope="session")

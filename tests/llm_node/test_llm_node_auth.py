@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import LiveServer, metric
+from node_harness import LiveServer, metric
 
 GEN = {"prompt": "Hi"}
 

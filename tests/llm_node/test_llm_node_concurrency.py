@@ -8,7 +8,7 @@ import socket
 import threading
 
 import httpx
-from conftest import LiveServer, metric, wait_for
+from node_harness import LiveServer, metric, wait_for
 
 COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
 LONG = 400  # tokens: seconds of generation, far longer than any of these tests needs

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import metric
+from node_harness import metric
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Hi"}]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from conftest import LiveServer
+from node_harness import LiveServer
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import START_TIMEOUT, LiveServer, metric, wait_for
+from node_harness import START_TIMEOUT, LiveServer, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
