@@ -45,6 +45,7 @@ from typing import IO, Any
 import httpx
 import psutil
 from cpuload import QUIET_CORES, CpuMeter
+from rawhttp import Connection, iter_lines
 from stats import fmt, median, mib, ms, percentile
 
 log = logging.getLogger("bench")
@@ -314,17 +315,21 @@ async def read_stream(result: StreamResult, lines: AsyncIterator[str], keep: int
             break
 
 
-async def stream_completion(
-    client: httpx.AsyncClient, prompt: str, max_tokens: int
-) -> StreamResult:
+async def stream_completion(conn: Connection, prompt: str, max_tokens: int) -> StreamResult:
+    """One streaming /v1/completions on `conn`, read to its end (the connection stays usable)."""
     body = completion_body(prompt, max_tokens, stream=True)
+    await conn.open()
     t0 = time.perf_counter()
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        result = StreamResult(status=response.status_code, t0=t0)
-        if response.status_code == 200:
-            await read_stream(result, response.aiter_lines(), keep=None)
-        else:
-            await response.aread()
+    await conn.send("POST", "/v1/completions", body)
+    head = await conn.read_head()
+    result = StreamResult(status=head.status, t0=t0)
+    if head.status == 200:
+        lines = iter_lines(conn.iter_body(head))
+        await read_stream(result, lines, keep=None)
+        async for _ in lines:  # the end of the chunked body, after `data: [DONE]`
+            pass
+    else:
+        await conn.read_body(head)
     result.end = time.perf_counter()
     return result
 
@@ -338,20 +343,33 @@ class PlainResult:
     error_shape: bool = False
 
 
-async def plain_completion(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> PlainResult:
+async def plain_completion(conn: Connection, prompt: str, max_tokens: int) -> PlainResult:
+    """One non-streaming /v1/completions; latency from writing the request to the whole answer."""
     body = completion_body(prompt, max_tokens, stream=False)
+    await conn.open()
     t0 = time.perf_counter()
-    response = await client.post("/v1/completions", json=body)
-    latency = time.perf_counter() - t0
-    result = PlainResult(status=response.status_code, latency=latency)
-    result.retry_after = response.headers.get("retry-after")
-    with contextlib.suppress(ValueError):
-        payload = response.json()
-        if response.status_code == 200:
+    await conn.send("POST", "/v1/completions", body)
+    head = await conn.read_head()
+    raw = await conn.read_body(head)
+    result = PlainResult(status=head.status, latency=time.perf_counter() - t0)
+    result.retry_after = head.headers.get("retry-after")
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        payload = json.loads(raw)
+        if head.status == 200:
             result.tokens = int(payload["usage"]["completion_tokens"])
         else:
             result.error_shape = isinstance(payload.get("error"), dict)
     return result
+
+
+async def connections(node: Node, count: int) -> list[Connection]:
+    """`count` open keep-alive connections (one per simulated client), each used once already,
+    so that no figure includes TCP set-up."""
+    conns = [Connection("127.0.0.1", node.port) for _ in range(count)]
+    for conn in conns:
+        await conn.send("GET", "/health")
+        await conn.read_body(await conn.read_head())
+    return conns
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -376,11 +394,6 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
         if base == name and all(label in series for label in wanted):
             total += value
     return total
-
-
-def http_client(url: str, connections: int = 100) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(300.0), limits=limits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,9 +534,10 @@ async def phase_raw_vs_node(
     node_samples: list[dict[str, Any]] = []
     quiet: list[int] = []
     started = time.perf_counter()
-    async with http_client(node.url, 4) as client:
+    (conn,) = await connections(node, 1)
+    try:
         raw.call(**request)  # warm-up
-        await stream_completion(client, PROMPT, opts.max_tokens)  # warm-up (and connection)
+        await stream_completion(conn, PROMPT, opts.max_tokens)  # warm-up
         while (
             len(quiet) < opts.reps
             and len(raw_samples) < 3 * opts.reps
@@ -534,7 +548,7 @@ async def phase_raw_vs_node(
             b = meter.snapshot()
             before = scrape(node.url)
             c = meter.snapshot()
-            node_s = node_sample(await stream_completion(client, PROMPT, opts.max_tokens))
+            node_s = node_sample(await stream_completion(conn, PROMPT, opts.max_tokens))
             d = meter.snapshot()
             node_s.update(server_view(before, scrape(node.url)))
             raw_s["foreign_cores"] = CpuMeter.foreign_cores(a, b)
@@ -551,6 +565,8 @@ async def phase_raw_vs_node(
                 raw_s["foreign_cores"],
                 node_s["foreign_cores"],
             )
+    finally:
+        conn.close()
     report.node_rss_samples.append(node.rss())
 
     use_quiet = len(quiet) >= 3
@@ -560,7 +576,7 @@ async def phase_raw_vs_node(
         "max_tokens": opts.max_tokens,
         "sampling": SAMPLING,
         "n_batch": n_batch,
-        "judged_on": "quiet pairs" if use_quiet else "all pairs (the machine was never quiet)",
+        "judged_on": "quiet pairs" if use_quiet else "all pairs (fewer than 3 were quiet)",
         "quiet_pairs": len(quiet),
         "foreign_cores_median": median([s["foreign_cores"] for s in raw_samples + node_samples]),
         **compare([raw_samples[i] for i in chosen], [node_samples[i] for i in chosen]),
@@ -572,54 +588,52 @@ async def phase_raw_vs_node(
 
 
 async def run_clients(
-    client: httpx.AsyncClient, clients: int, total: int, max_tokens: int
+    conns: list[Connection], total: int, max_tokens: int
 ) -> tuple[list[PlainResult], float]:
-    """`clients` concurrent closed-loop clients share `total` requests; no retry on 503."""
+    """One closed-loop client per connection, sharing `total` requests; no retry on 503."""
     remaining = total
     results: list[PlainResult] = []
 
-    async def one_client() -> None:
+    async def one_client(conn: Connection) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            results.append(await plain_completion(client, PROMPT, max_tokens))
+            results.append(await plain_completion(conn, PROMPT, max_tokens))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(conn) for conn in conns))
     return results, time.perf_counter() - started
 
 
-async def warm_connections(client: httpx.AsyncClient, count: int) -> None:
-    """Open `count` keep-alive connections, so the figures do not include TCP set-up."""
-    await asyncio.gather(*(client.get("/health") for _ in range(count)))
-
-
 async def phase_sweep(opts: Options, node: Node, report: Report) -> None:
-    async with http_client(node.url) as client:
-        await warm_connections(client, max(opts.sweep_levels))
-        for level in opts.sweep_levels:
-            log.info("concurrency sweep: %d clients", level)
+    for level in opts.sweep_levels:
+        log.info("concurrency sweep: %d clients", level)
+        conns = await connections(node, level)
+        try:
             total = max(opts.sweep_requests, level)
-            results, wall = await run_clients(client, level, total, opts.sweep_max_tokens)
-            ok = [r for r in results if r.status == 200]
-            latencies = [r.latency for r in ok]
-            tokens = sum(r.tokens for r in ok)
-            report.sweep.append(
-                {
-                    "clients": level,
-                    "requests": len(results),
-                    "ok": len(ok),
-                    "rejected_503": sum(r.status == 503 for r in results),
-                    "other_status": sorted({r.status for r in results} - {200, 503}),
-                    "p50_ms": ms(percentile(latencies, 50)),
-                    "p95_ms": ms(percentile(latencies, 95)),
-                    "wall_s": wall,
-                    "requests_per_s": len(ok) / wall,
-                    "tokens_per_s": tokens / wall,
-                    "max_tokens": opts.sweep_max_tokens,
-                }
-            )
-            report.node_rss_samples.append(node.rss())
+            results, wall = await run_clients(conns, total, opts.sweep_max_tokens)
+        finally:
+            for conn in conns:
+                conn.close()
+        ok = [r for r in results if r.status == 200]
+        latencies = [r.latency for r in ok]
+        tokens = sum(r.tokens for r in ok)
+        report.sweep.append(
+            {
+                "clients": level,
+                "requests": len(results),
+                "ok": len(ok),
+                "rejected_503": sum(r.status == 503 for r in results),
+                "other_status": sorted({r.status for r in results} - {200, 503}),
+                "p50_ms": ms(percentile(latencies, 50)),
+                "p95_ms": ms(percentile(latencies, 95)),
+                "wall_s": wall,
+                "requests_per_s": len(ok) / wall,
+                "tokens_per_s": tokens / wall,
+                "max_tokens": opts.sweep_max_tokens,
+            }
+        )
+        report.node_rss_samples.append(node.rss())
 
 
 async def phase_overload(opts: Options, node: Node, report: Report) -> None:
@@ -627,19 +641,19 @@ async def phase_overload(opts: Options, node: Node, report: Report) -> None:
     rejected: list[PlainResult] = []
     accepted = 0
     other: set[int] = set()
-    async with http_client(node.url, opts.burst_clients) as client:
-        await warm_connections(client, opts.burst_clients)
+    conns = await connections(node, opts.burst_clients)
+    try:
         for burst in range(opts.bursts):
             log.info("overload burst %d/%d: %d clients", burst + 1, opts.bursts, opts.burst_clients)
             results = await asyncio.gather(
-                *(
-                    plain_completion(client, PROMPT, opts.sweep_max_tokens)
-                    for _ in range(opts.burst_clients)
-                )
+                *(plain_completion(conn, PROMPT, opts.sweep_max_tokens) for conn in conns)
             )
             rejected += [r for r in results if r.status == 503]
             accepted += sum(r.status == 200 for r in results)
             other |= {r.status for r in results} - {200, 503}
+    finally:
+        for conn in conns:
+            conn.close()
     report.node_rss_samples.append(node.rss())
     latencies = [r.latency for r in rejected]
     report.overload = {
@@ -658,53 +672,58 @@ async def phase_overload(opts: Options, node: Node, report: Report) -> None:
 
 
 async def phase_disconnect(opts: Options, node: Node, report: Report) -> None:
-    """A streams and drops the connection after a few tokens; B waits in the queue behind it.
+    """A streams and drops its connection after a few tokens; B waits in the queue behind it.
 
-    worker free = (B's first token - A's disconnect) - B's TTFT on an idle node: the gap minus
-    the time B itself needs once the worker has taken it (prompt processing, first token).
+    worker free = (B's first token - A's disconnect) - C's TTFT, where C is the same request as
+    B sent right afterwards to the idle node: the gap minus the time B itself needs once the
+    worker has taken it (prompt processing and its first token).
     """
-    async with http_client(node.url, 4) as client:
-        idle = [await stream_completion(client, SHORT_PROMPT, 4) for _ in range(3)]
-        idle_ttfts = [r.ttft for r in idle if r.ttft is not None]
-        idle_ttft = median(idle_ttfts)
-        if idle_ttft is None:
-            raise RuntimeError("no first token for the short prompt on an idle node")
-        before = scrape(node.url)
-        trials: list[dict[str, Any]] = []
+    b_conn, c_conn = await connections(node, 2)
+    before = scrape(node.url)
+    trials: list[dict[str, Any]] = []
+    try:
         for trial in range(opts.disconnect_trials):
             log.info("disconnect: trial %d/%d", trial + 1, opts.disconnect_trials)
-            async with http_client(node.url, 1) as own:  # A's own connection, closed below
-                body = completion_body(PROMPT, 512, stream=True)
-                a_t0 = time.perf_counter()
-                async with own.stream("POST", "/v1/completions", json=body) as response:
-                    a = StreamResult(status=response.status_code, t0=a_t0)
-                    lines = response.aiter_lines()
-                    await read_stream(a, lines, keep=3)
-                    b_task = asyncio.create_task(stream_completion(client, SHORT_PROMPT, 4))
-                    # Keep reading A for a while so that B is surely waiting in the queue.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(read_stream(a, lines, keep=10_000), 0.3)
-                # Leaving the block closes A's response before its end: the socket is closed.
-                disconnect = time.perf_counter()
+            (a_conn,) = await connections(node, 1)
+            body = completion_body(PROMPT, 512, stream=True)
+            a = StreamResult(status=0, t0=time.perf_counter())
+            await a_conn.send("POST", "/v1/completions", body)
+            head = await a_conn.read_head()
+            if head.status != 200:
+                raise RuntimeError(f"streaming request A: status {head.status}")
+            lines = iter_lines(a_conn.iter_body(head))
+            await read_stream(a, lines, keep=3)
+            b_task = asyncio.create_task(stream_completion(b_conn, SHORT_PROMPT, 4))
+            # Keep reading A for a while so that B is surely waiting in the queue.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(read_stream(a, lines, keep=10_000), 0.3)
+            disconnect = time.perf_counter()
+            a_conn.close()
             b = await b_task
-            if b.status != 200 or b.first is None:
-                raise RuntimeError(f"request queued behind the dropped stream: status {b.status}")
+            c = await stream_completion(c_conn, SHORT_PROMPT, 4)
+            if b.first is None or c.ttft is None:
+                raise RuntimeError(f"requests B/C got no token: status {b.status}/{c.status}")
             gap = b.first - disconnect
             trials.append(
                 {
                     "a_chunks_before_disconnect": a.chunks,
                     "a_finished_before_disconnect": a.done,
                     "gap_ms": ms(gap),
-                    "worker_free_ms": ms(gap - idle_ttft),
+                    "idle_ttft_ms": ms(c.ttft),
+                    "worker_free_ms": ms(gap - c.ttft),
                 }
             )
-        after = scrape(node.url)
+    finally:
+        b_conn.close()
+        c_conn.close()
+    after = scrape(node.url)
     report.disconnect = {
-        "method": "B's first token minus A's disconnect, minus B's median TTFT on an idle node",
-        "idle_ttft_ms": ms(idle_ttft),
+        "method": "B's first token minus A's disconnect, minus the TTFT of the same request "
+        "on the idle node right after",
         "worker_free_ms_median": median([t["worker_free_ms"] for t in trials]),
         "worker_free_ms_max": max(t["worker_free_ms"] for t in trials),
         "gap_ms_median": median([t["gap_ms"] for t in trials]),
+        "idle_ttft_ms_median": median([t["idle_ttft_ms"] for t in trials]),
         "cancellations_counted": metric_sum(after, "llm_cancellations_total")
         - metric_sum(before, "llm_cancellations_total"),
         "trials": trials,
@@ -847,7 +866,7 @@ def markdown(report: Report) -> str:
         ]
     if dc:
         lines += [
-            f"Disconnect: {dc['method']} ({fmt(dc['idle_ttft_ms'])} ms); raw gap median "
+            f"Disconnect: {dc['method']} (median {fmt(dc['idle_ttft_ms_median'])} ms); gap median "
             f"{fmt(dc['gap_ms_median'])} ms; cancellations counted by the node: "
             f"{dc['cancellations_counted']:.0f} of {len(dc['trials'])}.",
             "",
