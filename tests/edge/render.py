@@ -23,11 +23,11 @@ def _to_bool(value: Any) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on", "y"}
 
 
-def _header_overrides(first_line: str) -> dict[str, str]:
+def _header_overrides(first_line: str) -> dict[str, Any]:
     match = HEADER_RE.match(first_line)
     if not match:
         return {}
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for item in match.group(1).split(","):
         key, _, value = item.partition(":")
         overrides[key.strip()] = ast.literal_eval(value.strip())
