@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from llm_node.config import Settings
-from node_harness import START_TIMEOUT, LiveServer
+from node_harness import START_TIMEOUT, LiveServer, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -26,17 +25,7 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def server(tiny_model: Path) -> Iterator[LiveServer]:
     """One server with the real tiny model for the whole session (loading costs seconds)."""
-    settings = Settings(
-        model_path=tiny_model,
-        model_name="tiny",
-        n_threads=1,  # no thread barriers: robust when other jobs share the CPU
-        n_ctx=1024,
-        queue_size=2,
-        default_max_tokens=12,
-        max_tokens_limit=512,
-        max_body_bytes=64 * 1024,
-        request_timeout_seconds=120,
-    )
+    settings = make_settings(model_path=tiny_model, model_name="tiny", queue_size=2)
     with LiveServer(settings) as live:
         live.wait_ready()
         yield live
@@ -52,7 +41,7 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
 def missing_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server whose model file does not exist (nothing to load: starts in milliseconds)."""
     missing = tmp_path_factory.mktemp("models") / "absent.gguf"
-    with LiveServer(Settings(model_path=missing)) as live:
+    with LiveServer(make_settings(model_path=missing)) as live:
         live.app.state.engine.wait_loaded(START_TIMEOUT)
         yield live
 
@@ -61,6 +50,6 @@ def missing_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """API keys configured; no model (authentication is checked before anything else)."""
     missing = tmp_path_factory.mktemp("keyed") / "absent.gguf"
-    with LiveServer(Settings(model_path=missing, api_keys="key-one, key-two")) as live:
+    with LiveServer(make_settings(model_path=missing, api_keys="key-one, key-two")) as live:
         live.app.state.engine.wait_loaded(START_TIMEOUT)
         yield live

@@ -15,6 +15,27 @@ from prometheus_client.parser import text_string_to_metric_families
 
 START_TIMEOUT = 120.0  # loading is a few seconds; generous for a busy shared CI machine
 
+# Every setting a test depends on, given explicitly so that LLM_* variables exported in the
+# developer's shell (LLM_API_KEYS, LLM_LOG_PROMPTS, ...) cannot change what the tests see.
+BASELINE: dict[str, Any] = {
+    "model_name": "",
+    "n_threads": 1,  # one thread has no barriers: robust when other jobs share the CPU
+    "n_ctx": 1024,
+    "n_batch": 8,
+    "queue_size": 8,
+    "request_timeout_seconds": 120.0,
+    "max_tokens_limit": 512,
+    "default_max_tokens": 12,
+    "max_body_bytes": 64 * 1024,
+    "api_keys": "",
+    "log_prompts": False,
+    "log_level": "info",
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(**{**BASELINE, **overrides})
+
 
 class LiveServer:
     """create_app(settings) served by uvicorn on a thread, on a free 127.0.0.1 port."""

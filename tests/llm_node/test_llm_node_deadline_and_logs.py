@@ -9,9 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from llm_node.config import Settings
 from llm_node.logs import JsonFormatter
-from node_harness import LiveServer, metric
+from node_harness import LiveServer, make_settings, metric
 
 COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
 SECRET_PROMPT = "my-confidential-prompt-text"
@@ -20,13 +19,8 @@ SECRET_PROMPT = "my-confidential-prompt-text"
 @pytest.fixture(scope="module")
 def strict_server(tiny_model: Path) -> Iterator[LiveServer]:
     """A 1 s deadline, and prompt logging switched on."""
-    settings = Settings(
-        model_path=tiny_model,
-        n_threads=1,
-        n_ctx=1024,
-        request_timeout_seconds=1.0,
-        max_tokens_limit=1000,
-        log_prompts=True,
+    settings = make_settings(
+        model_path=tiny_model, request_timeout_seconds=1.0, max_tokens_limit=1000, log_prompts=True
     )
     with LiveServer(settings) as live:
         live.wait_ready()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_harness import START_TIMEOUT, LiveServer, metric, wait_for
+from node_harness import START_TIMEOUT, LiveServer, make_settings, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,9 +66,7 @@ def test_not_ready_rejections_are_counted(down: httpx.Client) -> None:
 def test_corrupt_model_file_is_not_ready(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\0" * 64)
-    from llm_node.config import Settings
-
-    with LiveServer(Settings(model_path=bogus)) as live:
+    with LiveServer(make_settings(model_path=bogus)) as live:
         live.app.state.engine.wait_loaded(START_TIMEOUT)
         with httpx.Client(base_url=live.url) as c:
             assert (c.get("/ready").status_code, c.get("/health").status_code) == (503, 200)
