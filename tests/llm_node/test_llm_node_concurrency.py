@@ -100,4 +100,7 @@ def test_non_streaming_disconnect_cancels(server: LiveServer, client: httpx.Clie
         wait_for(lambda: metric(client, "llm_inflight_requests") == 1, what="generation start")
     wait_for(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
     wait_for(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")
-    assert metric(client, "llm_requests_total", endpoint="/v1/completions", status="499") >= 1
+    wait_for(
+        lambda: metric(client, "llm_requests_total", endpoint="/v1/completions", status="499") >= 1,
+        what="the request to be counted as 499 (client closed)",
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gguf import GGUFReader
-from node_harness import metric
+from node_harness import metric, wait_for
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -196,6 +196,8 @@ def test_request_metrics_move(client: httpx.Client, endpoint: str, body: dict[st
 
     before = counts()
     assert client.post(endpoint, json=body).status_code == 200
+    # Counted when the response has been sent in full, so just after the client has it.
+    wait_for(lambda: counts()[0] > before[0], what="the request to be counted")
     after = counts()
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
