@@ -7,6 +7,7 @@ built locally) and switch off what a container cannot have (a swap file, Grafana
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from tests.localvps.images import PYTHON_IMAGE
 from tests.localvps.services import ConnectProxy, Pebble
-from tests.localvps.vps import REPO, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
+from tests.localvps.vps import REPO, ROOTFS, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
 
 BIN = Path(sys.executable).parent
+PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -52,6 +55,17 @@ class SiteRuns:
     second_log: str
 
 
+def extra_ca_certificates() -> str:
+    """The host's CA certificates that Debian 13's ca-certificates does not ship.
+
+    Only these go into the build argument: the whole bundle, base64'd, is longer than one
+    argument may be (128 KiB) once the Dockerfile's RUN expands it.
+    """
+    image_bundle = ROOTFS / "etc/ssl/certs/ca-certificates.crt"
+    shipped = set(PEM.findall(image_bundle.read_text()))
+    return "\n".join(c for c in PEM.findall(HOST_CA_BUNDLE.read_text()) if c not in shipped)
+
+
 def write_inventory(
     machine: LocalVPS,
     images: dict[str, str],
@@ -67,7 +81,10 @@ def write_inventory(
     """Inventory in the shape terraform writes, plus the test's variables and secrets."""
     password = secrets.token_urlsafe(18)
     model_file = model_url.rsplit("/", 1)[1]
-    build_proxy = {
+    build_args = {
+        "PYTHON_IMAGE": PYTHON_IMAGE,
+        # pip inside the build must trust what the host trusts (a TLS-inspecting proxy).
+        "EXTRA_CA_CERTS_B64": base64.b64encode(extra_ca_certificates().encode()).decode(),
         # pip reaches the package index through the CONNECT proxy; apt goes to the cache.
         "HTTPS_PROXY": proxy_url,
         "https_proxy": proxy_url,
@@ -102,8 +119,7 @@ def write_inventory(
         "llm_node_model_file": model_file,
         "llm_node_model_checksum": f"md5:{model_md5}",
         "llm_node_threads": 2,
-        "llm_node_build_args": build_proxy,
-        "llm_node_build_ca_bundle": HOST_CA_BUNDLE.read_text(),
+        "llm_node_build_args": build_args,
         # For tests/infra only (the roles never read verify_*): trust Pebble's root; the
         # test domain has no public DNS.
         "verify_ca_bundle": str(root),

