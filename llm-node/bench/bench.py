@@ -56,7 +56,7 @@ from typing import IO, Any
 
 import httpx
 import psutil
-from cpuload import QUIET_CORES, CpuMeter
+from cpuload import QUIET_CORES, CpuMeter, main_thread_cpu_seconds
 from rawhttp import Connection, iter_lines
 from stats import fmt, median, mib, ms, percentile
 
@@ -517,6 +517,12 @@ def compare(
         if None not in (r["ttft_s"], n["ttft_s"])
     ]
     server_rates = [n["server_decode_tps"] for n in node_samples if n["server_decode_tps"]]
+
+    def per_token_us(samples: list[dict[str, Any]]) -> float | None:
+        tokens = sum(s["tokens"] for s in samples)
+        cpu = sum(s.get("main_thread_cpu_s", 0.0) for s in samples)
+        return 1e6 * cpu / tokens if tokens else None
+
     server_ttfts = [n["server_ttft_s"] for n in node_samples if n["server_ttft_s"] is not None]
     return {
         "pairs": len(pairs),
@@ -529,6 +535,11 @@ def compare(
         "decode_ratio_of_medians": ratio,
         "ttft_overhead_of_medians_ms": overhead,
         "server_decode_tps_median": median(server_rates),
+        # CPU the consuming thread spends per token: the node's event loop (SSE path) vs the
+        # raw worker's loop over the streaming generator. It is taken from the cores that
+        # generate, so it shows where a decode-rate gap comes from.
+        "main_thread_cpu_us_per_token_raw": per_token_us(raw_samples),
+        "main_thread_cpu_us_per_token_node": per_token_us(node_samples),
         "server_ttft_ms_median": ms(median(server_ttfts)),
     }
 
@@ -558,14 +569,16 @@ async def phase_raw_vs_node(
             and len(raw_samples) < 3 * opts.reps
             and (len(raw_samples) < opts.reps or time.perf_counter() - started < opts.raw_budget_s)
         ):
-            a = meter.snapshot()
+            a, raw_main = meter.snapshot(), main_thread_cpu_seconds(raw.proc.pid)
             raw_s = raw_sample(raw.call(**request))
-            b = meter.snapshot()
+            b, raw_main = meter.snapshot(), main_thread_cpu_seconds(raw.proc.pid) - raw_main
             before = scrape(node.url)
-            c = meter.snapshot()
+            c, node_main = meter.snapshot(), main_thread_cpu_seconds(node.proc.pid)
             node_s = node_sample(await stream_completion(conn, PROMPT, opts.max_tokens))
-            d = meter.snapshot()
+            d, node_main = meter.snapshot(), main_thread_cpu_seconds(node.proc.pid) - node_main
             node_s.update(server_view(before, scrape(node.url)))
+            raw_s["main_thread_cpu_s"] = raw_main
+            node_s["main_thread_cpu_s"] = node_main
             raw_s["foreign_cores"] = CpuMeter.foreign_cores(a, b)
             node_s["foreign_cores"] = CpuMeter.foreign_cores(c, d)
             raw_samples.append(raw_s)
@@ -851,7 +864,10 @@ def markdown(report: Report) -> str:
             f"{fmt(every.get('ttft_overhead_ms'), 1, ' ms')}. The node's own metrics for the "
             f"same requests (engine callbacks, no HTTP): decode "
             f"{fmt(rv.get('server_decode_tps_median'))} tokens/s, TTFT "
-            f"{fmt(rv.get('server_ttft_ms_median'))} ms (medians).",
+            f"{fmt(rv.get('server_ttft_ms_median'))} ms (medians). CPU of the consuming "
+            f"thread per token: node event loop "
+            f"{fmt(rv.get('main_thread_cpu_us_per_token_node'), 0)} us, raw worker "
+            f"{fmt(rv.get('main_thread_cpu_us_per_token_raw'), 0)} us.",
             "",
         ]
     if report.sweep:

@@ -59,3 +59,11 @@ class CpuMeter:
             return 0.0
         foreign = (end.busy - start.busy) - (end.ours - start.ours)
         return max(foreign, 0.0) / wall
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time of a process's main thread (llm-node's event loop; the raw worker's consumer)."""
+    for thread in psutil.Process(pid).threads():
+        if thread.id == pid:
+            return float(thread.user_time + thread.system_time)
+    return 0.0
