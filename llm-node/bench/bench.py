@@ -95,6 +95,7 @@ class Options:
     out: Path
     reps: int = 9
     raw_budget_s: float = 60.0
+    phase_timeout_s: float = 600.0  # a hung node fails the run instead of blocking it
     max_tokens: int = 96
     sweep_levels: tuple[int, ...] = (1, 4, 16)
     sweep_requests: int = 8
@@ -956,7 +957,12 @@ async def run_node_phases(opts: Options, raw: RawWorker, node: Node, report: Rep
     ]
     for name, phase in phases:
         start = meter.snapshot()
-        await phase()
+        try:
+            await asyncio.wait_for(phase(), opts.phase_timeout_s)
+        except TimeoutError:
+            raise RuntimeError(
+                f"phase {name} took longer than {opts.phase_timeout_s:.0f} s"
+            ) from None
         load[name] = CpuMeter.foreign_cores(start, meter.snapshot())
     phase_memory(raw, node, report)
 
