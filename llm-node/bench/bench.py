@@ -807,6 +807,17 @@ def judge(report: Report) -> None:
     add("rss_overhead_mib", extra, check(extra, extra is not None and extra <= 80))
 
 
+def busy_warning(by_phase: dict[str, float]) -> list[str]:
+    busy = [name for name, cores in by_phase.items() if cores >= QUIET_CORES]
+    if not busy:
+        return []
+    return [
+        f"**Other processes used the CPU during {', '.join(busy)}** (>= {QUIET_CORES} core on "
+        "average): those figures are disturbed; rerun on an idle machine to judge the targets.",
+        "",
+    ]
+
+
 def pct(ratio: float | None) -> float | None:
     return None if ratio is None else 100 * ratio
 
@@ -827,6 +838,7 @@ def markdown(report: Report) -> str:
         f"{env.get('cpus')} CPUs, load average {env.get('loadavg_start')} at start, "
         f"{env.get('started')}; CPU used by other processes (cores): {by_phase or 'n/a'}.",
         "",
+        *busy_warning(env.get("foreign_cores_by_phase", {})),
         "| Figure | Raw gpt4all | llm-node (HTTP) | Node vs raw | Target | Result |",
         "|---|---|---|---|---|---|",
         f"| Decode rate (tokens/s) | {fmt(raw.get('decode_tps_median'))} "
