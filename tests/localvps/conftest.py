@@ -108,6 +108,10 @@ def site_runs(
     return deploy.SiteRuns(inventory, variables, first, second, second_log)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    vps.set_reporter(config.pluginmanager.getplugin("terminalreporter"))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if vps.PHASES.durations:
         terminalreporter.section("local VPS phases")

@@ -47,9 +47,20 @@ SSH_OPTS = [
 ]
 
 
+_REPORTER: list[object] = []
+
+
+def set_reporter(reporter: object) -> None:
+    """pytest's terminal reporter writes past output capture, so phases show as they end."""
+    _REPORTER[:] = [reporter] if reporter is not None else []
+
+
 def log(msg: str) -> None:
-    """Write straight to the terminal: pytest captures stdout of fixtures."""
-    print(f"localvps: {msg}", file=sys.__stderr__, flush=True)
+    if _REPORTER:
+        _REPORTER[0].ensure_newline()  # type: ignore[attr-defined]
+        _REPORTER[0].write_line(f"localvps: {msg}")  # type: ignore[attr-defined]
+    else:
+        print(f"localvps: {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
