@@ -17,8 +17,9 @@ GATE = "LOCALVPS"
 
 
 @pytest.fixture(scope="session")
-def localvps_stack() -> Iterator[contextlib.ExitStack]:
+def localvps_stack(request: pytest.FixtureRequest) -> Iterator[contextlib.ExitStack]:
     """Everything the harness starts is registered here and stopped in reverse order."""
+    vps.set_terminal(request.config)
     if os.environ.get(GATE) != "1":
         pytest.skip(f"the local VPS boots a container: run it with {GATE}=1 (make test-localvps)")
     reason = vps.missing_requirements()
@@ -33,7 +34,6 @@ def localvps_stack() -> Iterator[contextlib.ExitStack]:
             sys.__stdin__.readline()
         with vps.PHASES.phase("teardown"):
             stack.close()
-    vps.log("phases:\n" + vps.PHASES.summary())
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +106,6 @@ def site_runs(
         with vps.PHASES.phase("site.yml, second run"):
             second, second_log = deploy.run_site(inventory, local_vps.workdir / "site-2.log")
     return deploy.SiteRuns(inventory, variables, first, second, second_log)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    vps.set_reporter(config.pluginmanager.getplugin("terminalreporter"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

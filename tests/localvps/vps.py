@@ -47,20 +47,26 @@ SSH_OPTS = [
 ]
 
 
-_REPORTER: list[object] = []
+_TERMINAL: list[object] = []
 
 
-def set_reporter(reporter: object) -> None:
-    """pytest's terminal reporter writes past output capture, so phases show as they end."""
-    _REPORTER[:] = [reporter] if reporter is not None else []
+def set_terminal(config: object) -> None:
+    """Write phases to pytest's terminal as they end, past its output capture."""
+    _TERMINAL[:] = [config]
 
 
 def log(msg: str) -> None:
-    if _REPORTER:
-        _REPORTER[0].ensure_newline()  # type: ignore[attr-defined]
-        _REPORTER[0].write_line(f"localvps: {msg}")  # type: ignore[attr-defined]
-    else:
-        print(f"localvps: {msg}", file=sys.stderr, flush=True)
+    line = f"localvps: {msg}"
+    if _TERMINAL:
+        plugins = _TERMINAL[0].pluginmanager  # type: ignore[attr-defined]
+        reporter = plugins.getplugin("terminalreporter")
+        capman = plugins.getplugin("capturemanager")
+        if reporter is not None and capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(line)
+            return
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
