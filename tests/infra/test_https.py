@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 from infra_http import Response, request
@@ -95,3 +96,23 @@ def test_dns_points_at_the_server(target: Target, name: str) -> None:
     fqdn = target.llm_fqdn if name == "llm" else target.monitoring_fqdn
     addresses = {info[4][0] for info in socket.getaddrinfo(fqdn, None)}
     assert target.address in addresses
+
+
+def _scrape_health(target: Target, credentials: tuple[str, str]) -> dict[str, str]:
+    response = _get(target, target.monitoring_fqdn, "/prometheus/api/v1/targets", credentials)
+    assert response.status == 200, response.body[:300]
+    active = json.loads(response.body)["data"]["activeTargets"]
+    return {t["labels"]["job"]: t["health"] for t in active}
+
+
+def test_prometheus_scrapes_every_target(target: Target, credentials: tuple[str, str]) -> None:
+    # Right after a deployment a target may not have been scraped yet ("unknown"): wait for
+    # the first scrapes, at most a minute, then every target must be up.
+    health = _scrape_health(target, credentials)
+    for _ in range(12):
+        if "unknown" not in health.values():
+            break
+        time.sleep(5)
+        health = _scrape_health(target, credentials)
+    expected = {"prometheus", "alertmanager", "llm-node", "traefik", "node"}
+    assert health == dict.fromkeys(sorted(expected), "up")
