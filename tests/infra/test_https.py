@@ -52,6 +52,17 @@ def test_api_lists_the_model_with_credentials(target: Target, credentials: tuple
     assert response.status == 200, response.body[:300]
 
 
+def test_api_metrics_are_not_served_on_the_public_host(
+    target: Target, credentials: tuple[str, str]
+) -> None:
+    # Valid credentials, so a refusal cannot come from basic auth: no router matches
+    # /metrics on the public host. Prometheus reads it on the internal network instead
+    # (test_prometheus_scrapes_every_target).
+    metrics = _get(target, target.llm_fqdn, "/metrics", credentials)
+    models = _get(target, target.llm_fqdn, "/v1/models", credentials)
+    assert (metrics.status, models.status) == (404, 200), metrics.body[:300]
+
+
 def test_generate_answers_with_credentials(target: Target, credentials: tuple[str, str]) -> None:
     body = json.dumps({"prompt": "Say hello.", "max_tokens": 8}).encode()
     response = _get(target, target.llm_fqdn, "/generate", credentials, "POST", body)
