@@ -16,12 +16,15 @@ from tests.localvps import deploy, images, services, vps
 GATE = "LOCALVPS"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def localvps_stack(request: pytest.FixtureRequest) -> Iterator[contextlib.ExitStack]:
     """Everything the harness starts is registered here and stopped in reverse order."""
     vps.set_terminal(request.config)
     if os.environ.get(GATE) != "1":
-        pytest.skip(f"the local VPS boots a container: run it with {GATE}=1 (make test-localvps)")
+        pytest.skip(
+            f"{GATE} is not 1: the local VPS is switched off"
+            f" (make test and make test-localvps set {GATE}=1)"
+        )
     reason = vps.missing_requirements()
     if reason:
         pytest.skip(reason)
@@ -36,7 +39,7 @@ def localvps_stack(request: pytest.FixtureRequest) -> Iterator[contextlib.ExitSt
             stack.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_vps(localvps_stack: contextlib.ExitStack) -> vps.LocalVPS:
     """A booted Debian 13 container: deploy@address with a per-run key and passwordless sudo."""
     with vps.PHASES.phase("rootfs (debootstrap, cached)"):
@@ -59,7 +62,7 @@ def local_vps(localvps_stack: contextlib.ExitStack) -> vps.LocalVPS:
     return machine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stand_ins(local_vps: vps.LocalVPS, localvps_stack: contextlib.ExitStack) -> deploy.StandIns:
     """Pebble + its DNS, the tiny model on a local URL, the CONNECT proxy for image builds."""
     reason = services.pebble_missing()
@@ -81,7 +84,7 @@ def stand_ins(local_vps: vps.LocalVPS, localvps_stack: contextlib.ExitStack) -> 
         return deploy.StandIns(pebble, f"{base_url}/{model.name}", vps.md5sum(model), proxy)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site_runs(
     local_vps: vps.LocalVPS, vps_images: dict[str, str], stand_ins: deploy.StandIns
 ) -> deploy.SiteRuns:
@@ -114,7 +117,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(vps.PHASES.summary())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def vps_images(local_vps: vps.LocalVPS) -> dict[str, str]:
     """Docker in the VPS with every image of the stack built locally; inventory variables."""
     with vps.PHASES.phase("image base (debootstrap, cached)"):
