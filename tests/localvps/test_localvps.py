@@ -60,6 +60,10 @@ def test_the_testinfra_suite_passes_against_the_vps(
         pytest.skip("tests/infra does not exist yet")
     with vps.PHASES.phase("tests/infra (testinfra)"):
         result = deploy.run_testinfra(site_runs.inventory, {})
-    failures = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    lines = result.stdout.splitlines()
+    # What ran and what was skipped (and why), also when everything passed.
+    for line in [*(x for x in lines if x.startswith("SKIPPED")), *lines[-1:]]:
+        vps.log(f"tests/infra: {line}")
+    failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     report = [*failures, result.stdout[-3000:], result.stderr[-2000:]]
     assert result.returncode == 0, "\n".join(report)
