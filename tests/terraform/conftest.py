@@ -13,7 +13,10 @@ from tfcheck import TERRAFORM, TF_DIR, evaluate_module, load_hcl
 @pytest.fixture(scope="session")
 def terraform_bin() -> str:
     if TERRAFORM is None:
-        pytest.skip("terraform is not on PATH (a single Go binary; not packaged in Debian)")
+        pytest.skip(
+            "terraform not found in the virtualenv nor on PATH: `make terraform-cli` installs "
+            "the pinned one (requirements-terraform.txt; make test does)"
+        )
     return TERRAFORM
 
 

