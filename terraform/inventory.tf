@@ -3,6 +3,7 @@
 locals {
   inventory_vars = {
     deploy_user     = var.deploy_user
+    admin_cidrs     = var.admin_cidrs
     domain          = var.domain
     llm_fqdn        = local.llm_fqdn
     monitoring_fqdn = local.monitoring_fqdn

@@ -20,6 +20,9 @@ from tfcheck import resources, sample_ssh_key
 
 Evaluate = Callable[..., dict[str, Any]]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
+ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+# Python types of the argument spec types the inventory may set.
+SPEC_TYPES: dict[str, type] = {"str": str, "list": list, "bool": bool, "int": int, "dict": dict}
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +32,19 @@ def ansible_inventory_bin() -> Path:
     return ANSIBLE_INVENTORY
 
 
-def ansible_inventory_list(binary: Path, inventory: str, tmp_path: Path) -> dict[str, Any]:
-    """What ansible-inventory makes of the inventory text (fails on any parse problem)."""
+def ansible_inventory_list(
+    binary: Path, inventory: str, tmp_path: Path, playbook_dir: Path | None = None
+) -> dict[str, Any]:
+    """What ansible-inventory makes of the inventory text (fails on any parse problem).
+
+    With playbook_dir, that directory's group_vars/ are merged in with the precedence
+    ansible-playbook gives them (they override the inventory file's group variables).
+    """
     path = tmp_path / "terraform.yml"
     path.write_text(inventory)
+    extra = ["--playbook-dir", str(playbook_dir)] if playbook_dir else []
     listed = subprocess.run(
-        [str(binary), "-i", str(path), "--list"],
+        [str(binary), "-i", str(path), *extra, "--list"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -127,6 +137,71 @@ def test_inventory_uses_a_custom_deploy_user(
     inventory = evaluate({"deploy_user": "ops"})["ansible_inventory"]
     listed = ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path)
     assert listed["_meta"]["hostvars"]["llm-1"]["ansible_user"] == "ops"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, {"common_deploy_user": "deploy", "common_admin_cidrs": ["198.51.100.7/32"]}),
+        (
+            {"deploy_user": "ops", "admin_cidrs": ["198.51.100.7/32", "2001:db8:1::/48"]},
+            {
+                "common_deploy_user": "ops",
+                "common_admin_cidrs": ["198.51.100.7/32", "2001:db8:1::/48"],
+            },
+        ),
+    ],
+    ids=["defaults", "custom-user-and-ipv6"],
+)
+def test_inventory_hands_deploy_user_and_admin_cidrs_to_the_common_role(
+    evaluate: Evaluate,
+    ansible_inventory_bin: Path,
+    tmp_path: Path,
+    variables: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    """sshd's AllowUsers and the host firewall get Terraform's user and SSH sources.
+
+    Listed together with the playbook's group_vars, so a value set there (which would
+    override the inventory's group variables) fails this test.
+    """
+    inventory = evaluate(variables)["ansible_inventory"]
+    listed = ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path, ANSIBLE_DIR)
+    for host in listed["llm_nodes"]["hosts"]:
+        hostvars = listed["_meta"]["hostvars"][host]
+        assert {key: hostvars.get(key) for key in expected} == expected
+
+
+def role_options() -> dict[str, dict[str, Any]]:
+    """Every role's argument spec options (roles/<role>/meta/argument_specs.yml), by name."""
+    options: dict[str, dict[str, Any]] = {}
+    for spec_file in sorted(ANSIBLE_DIR.glob("roles/*/meta/argument_specs.yml")):
+        specs = yaml.safe_load(spec_file.read_text())["argument_specs"]
+        for entry in specs.values():
+            options.update(entry.get("options", {}))
+    return options
+
+
+def matches_spec(value: Any, option: dict[str, Any] | None) -> bool:
+    """Whether an argument spec option (None: undeclared) accepts the value as it is."""
+    if option is None or not isinstance(value, SPEC_TYPES[option.get("type", "str")]):
+        return False
+    elements = SPEC_TYPES.get(option.get("elements", ""))
+    return elements is None or all(isinstance(item, elements) for item in value)
+
+
+def test_inventory_role_variables_are_declared_with_matching_types(
+    single_node_listing: dict[str, Any],
+) -> None:
+    """Each role variable the inventory sets (<role>_*) is an option of that role's
+    argument spec, of the type the value Terraform wrote has."""
+    roles = [path.name for path in (ANSIBLE_DIR / "roles").iterdir() if path.is_dir()]
+    options = role_options()
+    hostvars = single_node_listing["_meta"]["hostvars"]["llm-1"]
+    role_vars = [key for key in hostvars if any(key.startswith(f"{role}_") for role in roles)]
+    mismatched = [key for key in role_vars if not matches_spec(hostvars[key], options.get(key))]
+    assert {"common_admin_cidrs", "common_deploy_user", "monitoring_fqdn"} <= set(role_vars)
+    assert mismatched == []
 
 
 def test_two_nodes_are_both_in_the_inventory_with_private_addresses(
