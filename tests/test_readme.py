@@ -14,7 +14,7 @@ import hcl2
 import pytest
 from llm_node.config import Settings
 
-from scripts.role_settings import ROLES, role_options
+from scripts.role_settings import ROLES, role_options, updated
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -45,6 +45,10 @@ def test_every_llm_node_setting_is_documented(name: str) -> None:
 @pytest.mark.parametrize("name", role_variables())
 def test_every_role_variable_is_documented(name: str) -> None:
     assert f"`{name}`" in README, "regenerate the tables: python scripts/role_settings.py"
+
+
+def test_the_role_settings_tables_are_up_to_date() -> None:
+    assert updated(README) == README, "run: python scripts/role_settings.py --update README.md"
 
 
 @pytest.mark.parametrize("name", terraform_blocks("variable"))
