@@ -7,7 +7,7 @@ SYSTEM_PACKAGES += debootstrap systemd-container apt-cacher-ng pebble openssh-cl
 LOCALVPS_ROOTFS := $(CACHE_DIR)/localvps/trixie-rootfs
 # tests/localvps keeps its caches (root filesystem, image base, apt-cacher-ng) under here too.
 export LLM_VPS_CACHE ?= $(CACHE_DIR)
-# `make test` (CI) runs tests/localvps too: as root on Linux it boots the VPS (about 4 min
+# `make test` (CI) runs tests/localvps too: as root on Linux it boots the VPS (about 5 min
 # with the caches warm, 8 min cold); elsewhere it skips and says why. LOCALVPS=0 switches it off.
 export LOCALVPS ?= 1
 
