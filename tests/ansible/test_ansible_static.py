@@ -256,6 +256,7 @@ def test_argument_specs_accept_the_documented_defaults(tmp_path: Path) -> None:
     [
         ("traefik_acme_challenge=dns", "traefik_acme_challenge"),
         ("common_swap_size_mb=lots", "common_swap_size_mb"),
+        ('{"traefik_basic_auth_users": [{"name": "alice"}]}', "password"),
     ],
 )
 def test_argument_specs_refuse_a_bad_setting_by_name(
