@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     n_ctx: int = Field(default=2048, ge=64)
     n_batch: int = Field(default=8, ge=1, le=4096)
     queue_size: int = Field(default=8, ge=0)
+    # Added to the generation threads' nice value (Linux: per thread), so the API's event loop
+    # wins the CPU over generation; 0 = the same priority as the API.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     request_timeout_seconds: float = Field(default=300.0, gt=0)
     max_tokens_limit: int = Field(default=1024, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)

@@ -165,6 +165,11 @@ class Engine:
     def ready(self) -> bool:
         return self._loaded.is_set() and not self._stopping
 
+    @property
+    def thread_id(self) -> int | None:
+        """The worker thread's native (kernel) id once started; None before."""
+        return self._thread.native_id
+
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until loading finished (successfully or not); True when the model is ready."""
         self._finished_loading.wait(timeout)
@@ -185,20 +190,50 @@ class Engine:
         self.metrics.model_loaded.set(0)
 
     # -- requests ---------------------------------------------------------------------------
+    def _full(self) -> bool:
+        # queue_size jobs may wait behind the one running. An idle worker (no current job) will
+        # take the first waiting job: it has not woken up yet, so count one more slot.
+        capacity = self.settings.queue_size + (self._current is None)
+        return len(self._waiting) >= capacity
+
+    def is_full(self) -> bool:
+        """True when the model is ready and `submit` would raise QueueFull right now.
+
+        A lock-free snapshot for the event loop's fast 503 path: `submit` decides again under
+        the lock, so a stale answer only means the request is refused a little later.
+        """
+        return self.ready and self._full()
+
     def submit(self, job: Job) -> None:
         """Queue `job`; raise EngineUnavailable or QueueFull at once instead of waiting."""
         with self._cond:
             if not self.ready:
                 raise EngineUnavailable(self.load_error or "the model is not loaded yet")
-            if len(self._waiting) >= self.settings.queue_size and (
-                self._current is not None or self._waiting
-            ):
+            if self._full():
                 raise QueueFull
             self._waiting.append(job)
             self._cond.notify()
 
     # -- worker thread ----------------------------------------------------------------------
+    def _lower_priority(self) -> None:
+        """Raise this thread's nice value by LLM_WORKER_NICE (the gpt4all threads it starts
+        inherit it).
+
+        On Linux, nice is per thread: the event loop keeps its priority, so /health, /metrics
+        and the 503 of a full queue are answered at once while a generation takes every core.
+        Elsewhere, or if the system refuses, the worker runs at the process's priority.
+        """
+        if self.settings.worker_nice == 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            nice = min(os.getpriority(os.PRIO_PROCESS, tid) + self.settings.worker_nice, 19)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError as exc:
+            log.warning("could not lower the worker thread's priority: %s", exc)
+
     def _run(self) -> None:
+        self._lower_priority()
         try:
             self._load()
         except Exception as exc:
@@ -211,18 +246,19 @@ class Engine:
         try:
             while True:
                 with self._cond:
+                    # Cleared and set under one lock: `_current` is None only while the worker
+                    # is idle, so `_full` never counts a slot twice between two jobs.
+                    self._current = None
                     while not self._waiting and not self._stopping:
                         self._cond.wait()
                     if self._stopping:
                         break
                     job = self._waiting.popleft()
                     self._current = job
-                try:
-                    self._process(job)
-                finally:
-                    with self._cond:
-                        self._current = None
+                self._process(job)  # catches what generation raises
         finally:
+            with self._cond:
+                self._current = None
             self._close()
 
     def _load(self) -> None:

@@ -12,7 +12,14 @@ from fastapi import FastAPI
 
 from llm_node import __version__
 from llm_node.api.errors import install_error_handlers
-from llm_node.api.middleware import AccessLogMiddleware, ApiKeyMiddleware, BodyLimitMiddleware
+from llm_node.api.middleware import (
+    COUNTED_ENDPOINTS,
+    GENERATING_ENDPOINTS,
+    AccessLogMiddleware,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    OverloadMiddleware,
+)
 from llm_node.api.routes import router
 from llm_node.config import Settings
 from llm_node.engine import Engine
@@ -24,6 +31,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    metrics.create_endpoint_series(COUNTED_ENDPOINTS, GENERATING_ENDPOINTS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     # Added last = outermost: the access log sees every answer, including 401 and 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(OverloadMiddleware, state=app.state, metrics=metrics)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list, metrics=metrics)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     return app

@@ -5,7 +5,7 @@ The names are a contract: the Grafana dashboards and the alert rules are built o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import psutil
 from prometheus_client import (
@@ -23,6 +23,8 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 3
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DECODE_RATE_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500)
 REJECTION_REASONS = ("queue_full", "not_ready", "deadline", "too_large", "invalid", "unauthorized")
+# Statuses every generating endpoint answers sooner or later: success, and busy or not ready.
+EXPECTED_STATUSES = ("200", "503")
 
 
 class ProcessCollector(Collector):
@@ -106,3 +108,20 @@ class Metrics:
             registry=r,
         )
         r.register(ProcessCollector())
+
+    def create_endpoint_series(self, endpoints: Iterable[str], generating: Iterable[str]) -> None:
+        """Export each endpoint's series at 0 from the start.
+
+        A labelled series otherwise appears with its first observation, and Prometheus' rate()
+        and increase() need a sample before it: the first request (or the first 503) would not
+        count. Every endpoint gets status 200 and its duration histogram; the generating ones
+        also status 503 and the time-to-first-token histogram.
+        """
+        generating = frozenset(generating)
+        for endpoint in endpoints:
+            self.request_duration.labels(endpoint=endpoint)
+            statuses = EXPECTED_STATUSES if endpoint in generating else ("200",)
+            for status in statuses:
+                self.requests.labels(endpoint=endpoint, status=status)
+            if endpoint in generating:
+                self.time_to_first_token.labels(endpoint=endpoint)

@@ -23,6 +23,7 @@ BASELINE: dict[str, Any] = {
     "n_ctx": 1024,
     "n_batch": 8,
     "queue_size": 8,
+    "worker_nice": 10,
     "request_timeout_seconds": 120.0,
     "max_tokens_limit": 512,
     "default_max_tokens": 12,

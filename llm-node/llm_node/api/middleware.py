@@ -1,7 +1,8 @@
 """Pure ASGI middleware (they must not buffer streams or hide client disconnects).
 
 Order, outermost first: AccessLog (request id, JSON log line, request metrics) -> ApiKeys
-(bearer keys, checked before the body is read) -> BodyLimit (413 before the JSON is parsed).
+(bearer keys, checked before the body is read) -> Overload (503 while the queue is full, before
+the body is read) -> BodyLimit (413 before the JSON is parsed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_node.api.errors import error_payload
@@ -27,6 +29,9 @@ COUNTED_ENDPOINTS = frozenset(
     {"/generate", "/v1/chat/completions", "/v1/completions", "/v1/models"}
 )
 PROTECTED_PREFIXES = ("/generate", "/v1/")
+GENERATING_ENDPOINTS = frozenset({"/generate", "/v1/chat/completions", "/v1/completions"})
+RETRY_AFTER_SECONDS = "1"
+QUEUE_FULL_MESSAGE = "the server is busy: every queue slot is taken, retry shortly"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request": used in logs and metrics
 
@@ -136,6 +141,42 @@ class ApiKeyMiddleware:
             )
             return
         await self.app(scope, receive, send)
+
+
+class OverloadMiddleware:
+    """Answers 503 + Retry-After at once when the queue is full, before the body is read.
+
+    Under a burst, the refusals are most of the requests: this path skips reading and
+    validating the body, routing and the exception handlers. The route still checks (under
+    the engine's lock) when it submits, so a queue that fills meanwhile is refused there.
+    """
+
+    def __init__(self, app: ASGIApp, state: State, metrics: Metrics) -> None:
+        self.app = app
+        self.state = state  # the app's state: the engine is created by the lifespan
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") in GENERATING_ENDPOINTS
+        ):
+            engine = getattr(self.state, "engine", None)
+            if engine is not None and engine.is_full():
+                await reject_queue_full(send, self.metrics)
+                return
+        await self.app(scope, receive, send)
+
+
+async def reject_queue_full(send: Send, metrics: Metrics) -> None:
+    metrics.rejections.labels(reason="queue_full").inc()
+    await send_json(
+        send,
+        503,
+        error_payload(503, QUEUE_FULL_MESSAGE, "queue_full"),
+        [(b"retry-after", RETRY_AFTER_SECONDS.encode())],
+    )
 
 
 class BodyLimitMiddleware:

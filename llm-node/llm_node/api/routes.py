@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from llm_node.api.errors import APIError
-from llm_node.api.middleware import CLIENT_CLOSED
+from llm_node.api.middleware import CLIENT_CLOSED, QUEUE_FULL_MESSAGE, RETRY_AFTER_SECONDS
 from llm_node.chat_template import TemplateError
 from llm_node.config import Settings
 from llm_node.engine import (
@@ -44,11 +44,15 @@ Body = TypeVar("Body", bound=BaseModel)
 
 # How long after its deadline a job may still report before the route gives up on it.
 DEADLINE_GRACE_SECONDS = 1.0
-RETRY_AFTER_SECONDS = "1"
 
 
 class ClientGone(Exception):
     """The client disconnected while its request was waiting or generating."""
+
+
+# Markers the route posts to a job's own event queue (compared by identity, never sent).
+_CLIENT_GONE = Failed("cancelled", "the client went away")
+_TIMED_OUT = Failed("deadline", "the request took longer than the deadline")
 
 
 # -- request parsing ----------------------------------------------------------------------------
@@ -100,7 +104,12 @@ def sampling_params(body: Sampling, settings: Settings, max_tokens: int | None) 
 
 # -- driving a job from the event loop ----------------------------------------------------------
 class Generation:
-    """Submits one job and reads its events, racing them against disconnect and deadline."""
+    """Submits one job and reads its events; a disconnect or the deadline interrupts the wait.
+
+    The worker posts each token to the job's event queue, and the route awaits that queue and
+    nothing else: the disconnect watcher and the deadline timer post their own event to it
+    (after the tokens already there), so a token costs one queue hand-off on the event loop.
+    """
 
     def __init__(self, request: Request, endpoint: str) -> None:
         self.request = request
@@ -112,23 +121,25 @@ class Generation:
         self.started: float = self.state.get("started", time.perf_counter())
         self.job: Job | None = None
         self.watcher: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.first_token_seen = False
         self.text_parts: list[str] = []
 
     def submit(self, prompt: str, params: SamplingParams, *, special: bool) -> None:
+        loop = asyncio.get_running_loop()
         job = Job(
             prompt,
             params,
             special=special,
             timeout=self.settings.request_timeout_seconds,
-            loop=asyncio.get_running_loop(),
+            loop=loop,
         )
         try:
             self.engine.submit(job)
         except QueueFull:
             raise APIError(
                 503,
-                "the server is busy: every queue slot is taken, retry shortly",
+                QUEUE_FULL_MESSAGE,
                 "queue_full",
                 reason="queue_full",
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
@@ -143,34 +154,34 @@ class Generation:
             ) from None
         self.job = job
         self.watcher = asyncio.create_task(self._watch_disconnect())
+        # The worker stops a job at its deadline itself; this timer covers a worker that does
+        # not report (a job still queued, a prompt being processed) a little after it.
+        wait = job.deadline + DEADLINE_GRACE_SECONDS - time.monotonic()
+        self.timer = loop.call_later(max(wait, 0.0), self._interrupt, _TIMED_OUT)
         if self.settings.log_prompts:
             self.state.setdefault("log_fields", {})["prompt"] = prompt
+
+    def _interrupt(self, event: Failed) -> None:
+        """Stop the job and wake the route with `event` (a private marker, see next_event)."""
+        if self.job is not None:
+            self.job.cancel()
+            self.job.events.put_nowait(event)
 
     async def _watch_disconnect(self) -> None:
         while True:
             message = await self.request.receive()
             if message["type"] == "http.disconnect":
+                self._interrupt(_CLIENT_GONE)
                 return
 
     async def next_event(self) -> Event:
-        assert self.job is not None and self.watcher is not None
-        job = self.job
-        if job.events.empty():
-            getter = asyncio.ensure_future(job.events.get())
-            remaining = job.deadline + DEADLINE_GRACE_SECONDS - time.monotonic()
-            done, _ = await asyncio.wait(
-                {getter, self.watcher}, timeout=max(remaining, 0), return_when="FIRST_COMPLETED"
-            )
-            if getter not in done:
-                getter.cancel()
-                job.cancel()
-                if self.watcher in done:
-                    self.state["client_gone"] = True
-                    raise ClientGone
-                raise self._deadline_error()
-            event = getter.result()
-        else:
-            event = job.events.get_nowait()
+        assert self.job is not None
+        event = await self.job.events.get()
+        if event is _CLIENT_GONE:
+            self.state["client_gone"] = True
+            raise ClientGone
+        if event is _TIMED_OUT:
+            raise self._deadline_error()
         if isinstance(event, Delta):
             self.text_parts.append(event.text)
             if not self.first_token_seen:
@@ -229,6 +240,8 @@ class Generation:
             self.job.cancel()  # stops the worker at its next token
         if self.watcher is not None:
             self.watcher.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def client_gone_response() -> Response:
