@@ -58,7 +58,7 @@ import httpx
 import psutil
 from cpuload import QUIET_CORES, CpuMeter, main_thread_cpu_seconds
 from rawhttp import Connection, iter_lines
-from stats import fmt, median, mib, ms, percentile
+from stats import fmt, median, mib, ms, peak_rss_bytes, percentile
 
 log = logging.getLogger("bench")
 
@@ -127,18 +127,6 @@ def tree_rss(pid: int) -> int:
         with contextlib.suppress(psutil.Error):
             total += child.memory_info().rss
     return total
-
-
-def peak_rss(pid: int) -> int | None:
-    """The kernel's high-water mark of resident memory (VmHWM), if readable."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
@@ -769,7 +757,7 @@ def phase_memory(raw: RawWorker, node: Node, report: Report) -> None:
         "raw_peak_rss_mib": mib(raw_mem["peak_rss_bytes"]),
         "node_rss_mib": mib(node_max),
         "node_rss_now_mib": mib(node_now),
-        "node_peak_rss_mib": mib(peak_rss(node.proc.pid)),
+        "node_peak_rss_mib": mib(peak_rss_bytes(node.proc.pid)),
         "overhead_mib": mib(node_max - raw_mem["rss_bytes"]),
     }
 

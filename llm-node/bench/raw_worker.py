@@ -29,18 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    """The kernel's high-water mark of resident memory (VmHWM) of a process, if readable."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
+from stats import peak_rss_bytes
 
 
 def memory() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -38,3 +39,15 @@ def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
 
 def mib(value: float | None) -> float | None:
     return None if value is None else value / (1024 * 1024)
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The kernel's high-water mark of resident memory (VmHWM) of a process, if readable."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
