@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_keys: str = ""
+    cors_origins: str = ""
     log_prompts: bool = False
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     def api_key_list(self) -> list[str]:
         """The bearer keys (LLM_API_KEYS, comma-separated); empty means authentication is off."""
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """Browser origins allowed to call the API (LLM_CORS_ORIGINS, comma-separated); empty
+        means CORS is off: browsers on other origins cannot read the answers."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def effective_default_max_tokens(self) -> int:

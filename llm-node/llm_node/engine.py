@@ -43,6 +43,7 @@ class SamplingParams:
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
     stop: tuple[str, ...] = ()
+    max_tokens_explicit: bool = False  # the request sent max_tokens (not the server's default)
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class Finished:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens reused from the previous request's context
 
 
 @dataclass(frozen=True)
 class Failed:
     kind: FailureKind
     message: str
+    prompt_tokens: int = 0  # for context_length_exceeded: the prompt's size, when known
+    requested_tokens: int = 0  # for context_length_exceeded: the completion tokens asked for
 
 
 Event = Delta | Finished | Failed
@@ -151,6 +155,8 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self._current: Job | None = None
+        # How long the worker spent on each of the last jobs: the wait a refused client is told.
+        self._job_seconds: collections.deque[float] = collections.deque(maxlen=16)
         self._model: Any = None
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         metrics.queue_depth.set_function(lambda: len(self._waiting))
@@ -203,6 +209,15 @@ class Engine:
         the lock, so a stale answer only means the request is refused a little later.
         """
         return self.ready and self._full()
+
+    def backlog(self) -> int:
+        """Jobs ahead of a new one: those waiting plus the one running (a lock-free snapshot)."""
+        return len(self._waiting) + (self._current is not None)
+
+    def mean_job_seconds(self) -> float | None:
+        """The mean time the worker spent per job over the last few jobs; None before any."""
+        recent = tuple(self._job_seconds)
+        return sum(recent) / len(recent) if recent else None
 
     def submit(self, job: Job) -> None:
         """Queue `job`; raise EngineUnavailable or QueueFull at once instead of waiting."""
@@ -320,6 +335,7 @@ class Engine:
             job.emit(Failed("deadline", "the request timed out while waiting in the queue"))
             return
         self.metrics.inflight.set(1)
+        started = time.monotonic()
         try:
             self._generate(job)
         except Exception:
@@ -327,6 +343,7 @@ class Engine:
             job.emit(Failed("internal", "the generation failed"))
         finally:
             self.metrics.inflight.set(0)
+            self._job_seconds.append(time.monotonic() - started)
 
     def _generate(self, job: Job) -> None:
         from gpt4all import _pyllmodel
@@ -363,6 +380,16 @@ class Engine:
                 failure = Failed("context_length_exceeded", message)
                 return False
             if interrupted():
+                return False
+            # OpenAI refuses a prompt + explicit max_tokens over the window, not cuts it short.
+            explicit = params.max_tokens_explicit and completion_tokens == 0
+            if explicit and prompt_tokens + params.max_tokens > n_ctx:
+                failure = Failed(
+                    "context_length_exceeded",
+                    "the prompt and max_tokens do not fit in the context window",
+                    prompt_tokens=prompt_tokens,
+                    requested_tokens=params.max_tokens,
+                )
                 return False
             if token_id in stop_ids:
                 return False

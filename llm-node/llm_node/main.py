@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from llm_node import __version__
 from llm_node.api.errors import install_error_handlers
@@ -20,7 +21,8 @@ from llm_node.api.middleware import (
     BodyLimitMiddleware,
     OverloadMiddleware,
 )
-from llm_node.api.routes import router
+from llm_node.api.routes import router as generation_router
+from llm_node.api.service import router as service_router
 from llm_node.config import Settings
 from llm_node.engine import Engine
 from llm_node.metrics import Metrics
@@ -53,10 +55,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.started_at = int(time.time())
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(service_router)
+    app.include_router(generation_router)
     # Added last = outermost: the access log sees every answer, including 401 and 413.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(OverloadMiddleware, state=app.state, metrics=metrics)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OverloadMiddleware, state=app.state)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list)
+    if settings.cors_origin_list:
+        # Outside the key check: a browser's preflight carries no Authorization header.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     return app

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -98,3 +101,51 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
+
+
+def raw_post(path: str, body: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 POST with a JSON body, for a raw socket."""
+    raw = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return head.encode() + raw
+
+
+@contextmanager
+def queue_filled(
+    live: LiveServer, queue_size: int, body: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """One generation running and `queue_size` waiting, held by raw sockets for the block.
+
+    The sockets are closed after it: the running job stops at its next token and the queued
+    ones are skipped, so the next test finds an idle worker.
+    """
+    job = body or {**COUNTING, "max_tokens": 400}
+    holders = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(queue_size + 1)]
+    with httpx.Client(base_url=live.url, timeout=60) as client:
+        try:
+            for sock in holders:
+                sock.sendall(raw_post("/v1/completions", job))
+            wait_for(
+                lambda: (
+                    (metric(client, "llm_inflight_requests"), metric(client, "llm_queue_depth"))
+                    == (1.0, float(queue_size))
+                ),
+                what="a full queue",
+            )
+            yield
+        finally:
+            for sock in holders:
+                sock.close()
+            wait_for(
+                lambda: (
+                    (metric(client, "llm_inflight_requests"), metric(client, "llm_queue_depth"))
+                    == (0.0, 0.0)
+                ),
+                what="the worker to be idle again",
+            )

@@ -1,16 +1,25 @@
-"""Errors in OpenAI's shape: {"error": {"message", "type", "code", "param"}}; never a traceback."""
+"""Errors in OpenAI's shape: {"error": {"message", "type", "code", "param"}}; never a traceback.
+
+Every error answer of the API is built here, including the ones the middleware sends before
+routing (401, 413, the fast 503) and the 499 of a client that went away.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llm_node.api.retry_after import NOT_READY_SECONDS
+from llm_node.api.state import request_state
+
 log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request": used in logs and metrics
 
 _TYPES = {
     400: "invalid_request_error",
@@ -18,6 +27,7 @@ _TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     500: "server_error",
     503: "service_unavailable",
@@ -44,52 +54,175 @@ class APIError(Exception):
         self.code = code
         self.param = param
         self.reason = reason
-        self.headers = headers
+        self.headers = headers or {}
 
+    @property
+    def type(self) -> str:
+        return _TYPES.get(self.status, "invalid_request_error")
 
-def error_payload(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": _TYPES.get(status, "invalid_request_error"),
-            "param": param,
-            "code": code,
+    def payload(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
         }
-    }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.payload(), status_code=self.status, headers=self.headers)
 
 
-def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(
-        error_payload(exc.status, exc.message, exc.code, exc.param),
-        status_code=exc.status,
-        headers=exc.headers,
+# -- the errors of the generating endpoints -----------------------------------------------------
+QUEUE_FULL_MESSAGE = "the server is busy: every queue slot is taken, retry shortly"
+
+
+def queue_full(retry_after: int) -> APIError:
+    return APIError(
+        503,
+        QUEUE_FULL_MESSAGE,
+        "queue_full",
+        reason="queue_full",
+        headers={"Retry-After": str(retry_after)},
     )
+
+
+def not_ready(reason: str) -> APIError:
+    return APIError(
+        503,
+        f"the model is not ready: {reason}",
+        "model_not_ready",
+        reason="not_ready",
+        headers={"Retry-After": str(NOT_READY_SECONDS)},
+    )
+
+
+def shutting_down(message: str) -> APIError:
+    return APIError(503, message, "shutting_down", headers={"Retry-After": str(NOT_READY_SECONDS)})
+
+
+def deadline(timeout_seconds: float) -> APIError:
+    return APIError(
+        504, f"the request took longer than {timeout_seconds:g} s", "timeout", reason="deadline"
+    )
+
+
+def unauthorized() -> APIError:
+    return APIError(
+        401,
+        "missing or invalid API key",
+        "invalid_api_key",
+        reason="unauthorized",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def too_large(max_bytes: int) -> APIError:
+    return APIError(
+        413,
+        f"the request body is larger than {max_bytes} bytes",
+        "request_too_large",
+        reason="too_large",
+    )
+
+
+def client_gone_response() -> Response:
+    return Response(status_code=CLIENT_CLOSED)
+
+
+def context_length(
+    n_ctx: int,
+    prompt_tokens: int,
+    requested_tokens: int,
+    backend_message: str,
+    param: Literal["messages", "prompt"],
+) -> APIError:
+    """OpenAI's wording, which litellm and LangChain match to fall back to a larger context."""
+    what = "messages" if param == "messages" else "prompt"
+    if prompt_tokens > 0:
+        total = prompt_tokens + requested_tokens
+        detail = (
+            f"However, you requested {total} tokens ({prompt_tokens} in the {what}, "
+            f"{requested_tokens} in the completion)."
+        )
+    else:  # the backend refused the prompt without telling its size
+        reason = backend_message.strip().rstrip(".")
+        detail = f"However, your {what} resulted in more tokens than that ({reason})."
+    return APIError(
+        400,
+        f"This model's maximum context length is {n_ctx} tokens. {detail} "
+        f"Please reduce the length of the {what} or completion.",
+        "context_length_exceeded",
+        param=param,
+        reason="invalid",
+    )
+
+
+# -- request validation: FastAPI's errors mapped to OpenAI's, in this one place -----------------
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_field(part: int | str) -> bool:
+    """Keep field names and list indices; drop pydantic's union member tags (`list[str]`)."""
+    return isinstance(part, int) or (part.isidentifier() and part not in _UNION_TAGS)
+
+
+def from_validation_error(exc: RequestValidationError) -> APIError:
+    errors = exc.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {"msg": "invalid request", "loc": ()}
+    loc = tuple(first.get("loc", ()))
+    kind = first.get("type")
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", first.get("msg"))
+        return APIError(
+            400, f"the body is not valid JSON: {detail}", "invalid_json", reason="invalid"
+        )
+    if loc == ("body",):
+        if kind == "missing":
+            return APIError(
+                400, "the body is empty: send a JSON object", "invalid_json", reason="invalid"
+            )
+        if isinstance(first.get("input"), bytes):  # a body FastAPI did not parse as JSON
+            return APIError(
+                415,
+                "send the body as JSON, with Content-Type: application/json",
+                "unsupported_media_type",
+                reason="invalid",
+            )
+        return APIError(422, "the body must be a JSON object", "invalid_value", reason="invalid")
+    param = ".".join(str(part) for part in loc[1:] if _is_field(part)) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return APIError(422, message, "invalid_value", param=param, reason="invalid")
+
+
+_HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, APIError)
         if exc.reason is not None:
-            request.app.state.metrics.rejections.labels(reason=exc.reason).inc()
-        return error_response(exc)
+            request_state(request.scope).reject(exc.reason)
+        return exc.response()
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        request.app.state.metrics.rejections.labels(reason="invalid").inc()
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-        return error_response(APIError(422, str(first.get("msg")), "invalid_value", param=param))
+        return await on_api_error(request, from_validation_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(
-            APIError(exc.status_code, str(exc.detail), code, headers=dict(exc.headers or {}))
+        # FastAPI's only 400 is a body it could not decode (e.g. bytes that are not UTF-8).
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        reason = "invalid" if exc.status_code == 400 else None
+        error = APIError(
+            exc.status_code, str(exc.detail), code, reason=reason, headers=dict(exc.headers or {})
         )
+        return await on_api_error(request, error)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
-        return error_response(APIError(500, "internal server error", "internal_error"))
+        return APIError(500, "internal server error", "internal_error").response()
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,8 +1,9 @@
 """Pure ASGI middleware (they must not buffer streams or hide client disconnects).
 
-Order, outermost first: AccessLog (request id, JSON log line, request metrics) -> ApiKeys
-(bearer keys, checked before the body is read) -> Overload (503 while the queue is full, before
-the body is read) -> BodyLimit (413 before the JSON is parsed).
+Order, outermost first: AccessLog (request id, request state, JSON log line, request and
+rejection metrics) -> CORS (only with LLM_CORS_ORIGINS) -> ApiKeys (bearer keys, checked before
+the body is read) -> Overload (503 while the queue is full, before the body is read) ->
+BodyLimit (413 before the JSON is parsed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from typing import Any
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_node.api.errors import error_payload
+from llm_node.api import errors
+from llm_node.api.errors import CLIENT_CLOSED, APIError
+from llm_node.api.retry_after import queue_retry_after
+from llm_node.api.state import RequestState, attach, request_state
 from llm_node.metrics import Metrics
 
 access_log = logging.getLogger("llm_node.access")
@@ -30,18 +34,19 @@ COUNTED_ENDPOINTS = frozenset(
 )
 PROTECTED_PREFIXES = ("/generate", "/v1/")
 GENERATING_ENDPOINTS = frozenset({"/generate", "/v1/chat/completions", "/v1/completions"})
-RETRY_AFTER_SECONDS = "1"
-QUEUE_FULL_MESSAGE = "the server is busy: every queue slot is taken, retry shortly"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-CLIENT_CLOSED = 499  # nginx's status for "client closed the request": used in logs and metrics
 
 
-async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[Any]) -> None:
-    raw = json.dumps(body).encode()
+async def send_error(send: Send, scope: Scope, error: APIError) -> None:
+    """Answer `error` from a middleware (no routing, no exception handlers)."""
+    if error.reason is not None:
+        request_state(scope).reject(error.reason)
+    raw = json.dumps(error.payload()).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(raw)).encode()),
@@ -71,13 +76,17 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["started"] = started
+        state = RequestState(request_id=request_id, started=started)
+        attach(scope, state)
         status = 500
+        counted = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, counted
+            # Every rejection is counted here, once, before the client can read the answer.
+            if state.rejection is not None and not counted:
+                counted = True
+                self.metrics.rejections.labels(reason=state.rejection).inc()
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [
@@ -89,7 +98,9 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if state.get("client_gone"):
+            if state.rejection is not None and not counted:  # refused, but nothing was sent
+                self.metrics.rejections.labels(reason=state.rejection).inc()
+            if state.client_gone:
                 status = CLIENT_CLOSED
             duration = time.perf_counter() - started
             path = scope.get("path", "")
@@ -103,7 +114,7 @@ class AccessLogMiddleware:
                 "status": status,
                 "duration_ms": round(duration * 1000, 1),
             }
-            fields.update(state.get("log_fields", {}))
+            fields.update(state.log_fields())
             level = logging.INFO if path in COUNTED_ENDPOINTS else logging.DEBUG
             access_log.log(level, "request", extra=fields)
 
@@ -111,10 +122,9 @@ class AccessLogMiddleware:
 class ApiKeyMiddleware:
     """Bearer keys for /generate and /v1/*; compared in constant time against every key."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
-        self.metrics = metrics
 
     def _authorized(self, scope: Scope) -> bool:
         header = _header(scope, b"authorization") or ""
@@ -132,13 +142,7 @@ class ApiKeyMiddleware:
             and scope.get("path", "").startswith(PROTECTED_PREFIXES)
             and not self._authorized(scope)
         ):
-            self.metrics.rejections.labels(reason="unauthorized").inc()
-            await send_json(
-                send,
-                401,
-                error_payload(401, "missing or invalid API key", "invalid_api_key"),
-                [(b"www-authenticate", b"Bearer")],
-            )
+            await send_error(send, scope, errors.unauthorized())
             return
         await self.app(scope, receive, send)
 
@@ -151,10 +155,9 @@ class OverloadMiddleware:
     the engine's lock) when it submits, so a queue that fills meanwhile is refused there.
     """
 
-    def __init__(self, app: ASGIApp, state: State, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self.state = state  # the app's state: the engine is created by the lifespan
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -164,33 +167,17 @@ class OverloadMiddleware:
         ):
             engine = getattr(self.state, "engine", None)
             if engine is not None and engine.is_full():
-                await reject_queue_full(send, self.metrics)
+                await send_error(send, scope, errors.queue_full(queue_retry_after(engine)))
                 return
         await self.app(scope, receive, send)
-
-
-async def reject_queue_full(send: Send, metrics: Metrics) -> None:
-    metrics.rejections.labels(reason="queue_full").inc()
-    await send_json(
-        send,
-        503,
-        error_payload(503, QUEUE_FULL_MESSAGE, "queue_full"),
-        [(b"retry-after", RETRY_AFTER_SECONDS.encode())],
-    )
 
 
 class BodyLimitMiddleware:
     """Reads the body up front (at most `max_bytes`), answers 413 beyond, then replays it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.metrics = metrics
-
-    async def _reject(self, send: Send) -> None:
-        self.metrics.rejections.labels(reason="too_large").inc()
-        message = f"the request body is larger than {self.max_bytes} bytes"
-        await send_json(send, 413, error_payload(413, message, "request_too_large"), [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -198,19 +185,19 @@ class BodyLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await send_error(send, scope, errors.too_large(self.max_bytes))
             return
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                scope.setdefault("state", {})["client_gone"] = True
+                request_state(scope).client_gone = True
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
+                await send_error(send, scope, errors.too_large(self.max_bytes))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
