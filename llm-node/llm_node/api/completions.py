@@ -139,23 +139,21 @@ async def complete(
     include_usage: bool,
 ) -> Response:
     """Submit, then answer the whole completion or stream it (the stream closes the job)."""
+    streaming = False
     try:
         gen.submit(prompt, params, special=special)
         if not stream:
             text, finished = await gen.collect()
             return JSONResponse(shape.whole(text, finished))
         first = await gen.first_event()
+        streaming = True
+        return StreamingResponse(
+            stream_events(gen, first, shape, include_usage),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
     except ClientGone:
-        gen.close()
         return client_gone_response()
-    except BaseException:
-        gen.close()
-        raise
     finally:
-        if not stream:
+        if not streaming:
             gen.close()
-    return StreamingResponse(
-        stream_events(gen, first, shape, include_usage),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
