@@ -17,34 +17,36 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
-import bcrypt
+# The rules (user names, password lengths, bcrypt cost and hash form) are the role's, so this
+# command and `ansible-playbook site.yml` accept and refuse the same users.
+RULES_FILE = (
+    Path(__file__).resolve().parents[1] / "ansible/roles/traefik/filter_plugins/htpasswd.py"
+)
 
-USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-MIN_PASSWORD_LENGTH = 12
+
+def _load_rules() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("traefik_htpasswd_rules", RULES_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rules = _load_rules()
 
 
 class UsageError(Exception):
     """Bad input: reported as one line, exit status 2."""
 
 
-def hash_password(password: str, cost: int) -> str:
-    """Return a bcrypt hash in the `$2y$` form htpasswd writes (same algorithm as `$2b$`)."""
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
-    return "$2y$" + hashed[4:]
-
-
-def check_password(password: str, hashed: str) -> bool:
-    """True when `password` matches a `$2y$`/`$2b$`/`$2a$` hash."""
-    return bcrypt.checkpw(password.encode(), ("$2b$" + hashed[4:]).encode())
-
-
-def read_password(from_stdin: bool) -> str:
+def read_password(user: str, from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -53,10 +55,7 @@ def read_password(from_stdin: bool) -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Repeat password: ") != password:
             raise UsageError("the two passwords differ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UsageError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password.encode()) > 72:
-        raise UsageError("bcrypt uses at most 72 bytes: choose a shorter password")
+    rules.check_password(user, password)
     return password
 
 
@@ -90,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", type=int, default=10, help="bcrypt cost, 4..16 (default 10)")
     args = parser.parse_args(argv)
     try:
-        if not USER_RE.match(args.user):
-            raise UsageError("user names use 1 to 64 letters, digits, '.', '_', '@' or '-'")
-        if not 4 <= args.cost <= 16:
-            raise UsageError("--cost must be between 4 and 16")
+        rules.check_user(args.user)
+        rules.check_cost(args.cost)
         lines = []
         if args.users_file.exists():
             lines = [line for line in args.users_file.read_text().splitlines() if line.strip()]
@@ -102,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"no user {args.user!r} in {args.users_file}")
             entry = None
         else:
-            entry = f"{args.user}:{hash_password(read_password(args.password_stdin), args.cost)}"
+            password = read_password(args.user, args.password_stdin)
+            entry = f"{args.user}:{rules.hash_password(password, args.cost)}"
         write_atomically(args.users_file, update_lines(lines, args.user, entry))
-    except UsageError as error:
+    except (UsageError, rules.RuleError) as error:
         print(f"htpasswd.py: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, EOFError):

@@ -22,7 +22,10 @@ def _load() -> ModuleType:
 
 
 htpasswd = _load().traefik_htpasswd
-USERS = [{"name": "alice", "password": "correct horse"}, {"name": "bob", "password": "s3cret"}]
+USERS = [
+    {"name": "alice", "password": "correct horse"},
+    {"name": "bob", "password": "s3cret-s3cret"},
+]
 
 
 def _entries(text: str) -> dict[str, str]:
@@ -31,7 +34,7 @@ def _entries(text: str) -> dict[str, str]:
 
 def test_new_hashes_verify_the_passwords() -> None:
     entries = _entries(htpasswd(USERS, "", 4))
-    assert bcrypt.checkpw(b"s3cret", ("$2b$" + entries["bob"][4:]).encode())
+    assert bcrypt.checkpw(b"s3cret-s3cret", ("$2b$" + entries["bob"][4:]).encode())
 
 
 def test_hashes_use_the_htpasswd_2y_prefix() -> None:
@@ -68,8 +71,17 @@ def test_a_removed_user_disappears() -> None:
         {"name": "", "password": "x"},
         {"name": "alice", "password": ""},
         {"name": "alice", "password": "x" * 73},
+        {"name": "alice", "password": "eleven-char"},
+        {"name": "al ice", "password": "a-long-enough-password"},
     ],
-    ids=["colon-in-name", "empty-name", "empty-password", "longer-than-72-bytes"],
+    ids=[
+        "colon-in-name",
+        "empty-name",
+        "empty-password",
+        "longer-than-72-bytes",
+        "shorter-than-12",
+        "space-in-name",
+    ],
 )
 def test_bad_users_are_refused_with_a_clear_error(user: dict[str, str]) -> None:
     from ansible.errors import AnsibleFilterError

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import support
 from tests.edge import procs
 from tests.edge.render import render_to
 
@@ -89,7 +90,7 @@ def llm_node(edge_dir: Path) -> Iterator[str]:
     model = os.environ.get("LLM_TEST_MODEL", "")
     if not model or not Path(model).is_file():
         pytest.skip("LLM_TEST_MODEL is not set to the tiny model (make test sets it: make model)")
-    port = procs.free_port()
+    port = support.free_port()
     env = {
         "PYTHONPATH": str(procs.REPO / "llm-node"),
         "LLM_MODEL_PATH": model,
@@ -115,7 +116,7 @@ def grafana_standin(edge_dir: Path) -> Iterator[int]:
     root = edge_dir / "grafana-standin"
     root.mkdir()
     (root / "index.html").write_text("grafana stand-in\n")
-    port = procs.free_port()
+    port = support.free_port()
     argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root)]
     with procs.running("grafana stand-in", [*argv, str(port)], edge_dir / "grafana.log") as prog:
         prog.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200, "up")
@@ -127,9 +128,9 @@ def start_pebble(workdir: Path) -> Iterator[dict[str, object]]:
     """Pebble (ACME CA) with pebble-challtestsrv answering its DNS queries with 127.0.0.1."""
     programs = procs.require_programs("pebble", "pebble-challtestsrv")
     ca, cert, key = procs.make_ca_and_server_cert(workdir, ["localhost"])
-    ports = {name: procs.free_port() for name in ("dir", "mgmt", "dns", "chall_mgmt")}
+    ports = {name: support.free_port() for name in ("dir", "mgmt", "dns", "chall_mgmt")}
     # Pebble validates HTTP-01 and TLS-ALPN-01 on these ports: Traefik listens there.
-    http_port, tls_port = procs.free_port(), procs.free_port()
+    http_port, tls_port = support.free_port(), support.free_port()
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{ports['dir']}",
@@ -232,7 +233,7 @@ def start_traefik(
     """The real Traefik with the project's configuration, holding Pebble certificates for
     llm.edge.test and monitoring.edge.test (obtained with `challenge`)."""
     traefik = procs.require_programs("traefik")["traefik"]
-    internal_port = procs.free_port()
+    internal_port = support.free_port()
     variables = traefik_variables(workdir, pebble, internal_port)
     variables["traefik_acme_challenge"] = challenge
     (workdir / "acme").mkdir(mode=0o700, parents=True)
@@ -296,7 +297,7 @@ def edge(
 @pytest.fixture(scope="session")
 def node_exporter(edge_dir: Path) -> Iterator[str]:
     program_path = procs.require_programs("prometheus-node-exporter")["prometheus-node-exporter"]
-    address = f"127.0.0.1:{procs.free_port()}"
+    address = f"127.0.0.1:{support.free_port()}"
     argv = [program_path, f"--web.listen-address={address}"]
     with procs.running("node exporter", argv, edge_dir / "node-exporter.log") as program:
         program.wait_until(
@@ -311,7 +312,7 @@ def alertmanager(edge_dir: Path) -> Iterator[str]:
     program_path = procs.require_programs("prometheus-alertmanager")["prometheus-alertmanager"]
     workdir = edge_dir / "alertmanager"
     render_to("monitoring/alertmanager/alertmanager.yml.j2", workdir / "alertmanager.yml")
-    address = f"127.0.0.1:{procs.free_port()}"
+    address = f"127.0.0.1:{support.free_port()}"
     argv = [
         program_path,
         f"--config.file={workdir / 'alertmanager.yml'}",
@@ -344,7 +345,7 @@ def prometheus(edge_dir: Path, edge: Edge, node_exporter: str, alertmanager: str
     program_path = procs.require_programs("prometheus")["prometheus"]
     workdir = edge_dir / "prometheus"
     rules = render_rules(workdir / "rules")
-    address = f"127.0.0.1:{procs.free_port()}"
+    address = f"127.0.0.1:{support.free_port()}"
     render_to(
         "monitoring/prometheus/prometheus.yml.j2",
         workdir / "prometheus.yml",

@@ -7,18 +7,15 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support import Program
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -45,81 +42,6 @@ def require_programs(*names: str) -> dict[str, str]:
             "traefik: `make venv`)"
         )
     return {name: path for name, path in found.items() if path is not None}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    check: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.2
-) -> Any:
-    """Poll `check` until it returns something truthy without raising; return that value."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = check()
-        except Exception as error:  # any failure means "not yet"
-            last_error = error
-        else:
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}: {last_error!r}")
-        time.sleep(interval)
-
-
-class Program:
-    """A real program started in its own session; `stop()` ends its whole process group."""
-
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None):
-        self.name = name
-        self.log = log
-        self._log_file = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            cwd=log.parent,
-        )
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"{self.name} exited with status {self.proc.returncode}:\n{self.tail()}"
-            )
-
-    def wait_until(self, check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-        def alive_and_check() -> Any:
-            self.check_alive()
-            return check()
-
-        try:
-            return wait_until(alive_and_check, f"{self.name}: {what}", timeout)
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}\n--- {self.name} log ---\n{self.tail()}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
-        self._log_file.close()
 
 
 @contextlib.contextmanager

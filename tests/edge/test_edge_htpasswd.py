@@ -75,7 +75,7 @@ def test_deletes_a_user(tmp_path: Path) -> None:
         (["--password-stdin", "USERS", "alice:x"], f"{PASSWORD}\n", "user names use"),
         (["USERS", "alice"], f"{PASSWORD}\n", "not a terminal: use --password-stdin"),
         (["--delete", "USERS", "nobody"], "", "no user 'nobody'"),
-        (["--cost", "3", "--password-stdin", "USERS", "alice"], f"{PASSWORD}\n", "--cost"),
+        (["--cost", "3", "--password-stdin", "USERS", "alice"], f"{PASSWORD}\n", "bcrypt cost"),
     ],
     ids=["short-password", "space-in-name", "colon-in-name", "no-tty", "delete-unknown", "cost"],
 )
@@ -94,3 +94,43 @@ def test_bad_input_gets_a_clear_error_and_no_traceback(
 def test_password_is_never_an_argument() -> None:
     result = htpasswd("--help")
     assert "--password " not in result.stdout
+
+
+FILTER = procs.REPO / "ansible/roles/traefik/filter_plugins/htpasswd.py"
+
+
+def role_filter_accepts(name: str, password: str) -> bool:
+    import importlib.util
+
+    from ansible.errors import AnsibleFilterError
+
+    spec = importlib.util.spec_from_file_location("role_htpasswd", FILTER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        module.traefik_htpasswd([{"name": name, "password": password}], "", 4)
+    except AnsibleFilterError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        ("alice", PASSWORD),
+        ("alice", "eleven-char"),
+        ("alice", "twelve-chars"),
+        ("alice", "é" * 36),  # 72 bytes
+        ("alice", "é" * 37),  # 74 bytes
+        ("al ice", PASSWORD),
+        ("alice:x", PASSWORD),
+        ("a" * 65, PASSWORD),
+        ("bob.o_n@example-1", PASSWORD),
+    ],
+)
+def test_the_command_and_the_role_apply_one_rule_set(
+    tmp_path: Path, name: str, password: str
+) -> None:
+    command = htpasswd("--cost", "4", "--password-stdin", str(tmp_path / "u"), name, stdin=password)
+    assert (command.returncode == 0) == role_filter_accepts(name, password), command.stderr

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tests.edge import procs
+from tests import support
 from tests.edge.conftest import LLM_HOST, PASSWORD, USER, Edge
 from tests.edge.test_edge_monitoring_static import ALERT_RULES, PANELS, RECORDING_RULES
 
@@ -52,12 +52,12 @@ def traffic(prometheus: str, edge: Edge) -> str:
     observation, so rate() sees only what happens after Prometheus has scraped it once:
     the second round is what the rates and quantiles measure."""
     send_traffic(edge)
-    procs.wait_until(
+    support.wait_until(
         lambda: query(prometheus, "count(llm_time_to_first_token_seconds_count) >= 2"),
         "Prometheus to scrape the first round",
     )
     send_traffic(edge)
-    procs.wait_until(
+    support.wait_until(
         lambda: query(prometheus, "sum(increase(llm_requests_total[1m])) > 0"),
         "Prometheus to scrape the second round",
     )
@@ -66,7 +66,7 @@ def traffic(prometheus: str, edge: Edge) -> str:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_target_is_up(prometheus: str, job: str) -> None:
-    result = procs.wait_until(
+    result = support.wait_until(
         lambda: query(prometheus, f'up{{job="{job}"}} == 1'), f"{job} up", timeout=30
     )
     assert len(result) == 1
@@ -82,7 +82,7 @@ def loaded_rules(prometheus: str) -> dict[str, str]:
     sorted({rule.get("alert") or rule["record"] for rule in ALERT_RULES + RECORDING_RULES}),
 )
 def test_rule_is_loaded_and_evaluates(prometheus: str, name: str) -> None:
-    health = procs.wait_until(
+    health = support.wait_until(
         lambda: (
             loaded_rules(prometheus).get(name) not in (None, "unknown")
             and loaded_rules(prometheus)[name]
@@ -103,7 +103,7 @@ def test_dashboard_query_returns_data(traffic: str, expr: str) -> None:
     def numbers() -> list[str]:
         return [s["value"][1] for s in query(traffic, expr) if s["value"][1] != "NaN"]
 
-    values = procs.wait_until(numbers, f"a number from {expr}", timeout=45)
+    values = support.wait_until(numbers, f"a number from {expr}", timeout=45)
     assert values, json.dumps(values)
 
 

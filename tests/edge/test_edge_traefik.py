@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests import support
 from tests.edge.conftest import (
     LLM_HOST,
     MONITORING_HOST,
@@ -116,11 +116,9 @@ def test_chat_completions_answer_with_credentials(edge: Edge) -> None:
 
 def generating_now(edge: Edge) -> float:
     """llm_inflight_requests straight from llm-node: 1 while a generation runs."""
-    text = httpx.get(f"{edge.llm_node_url}/metrics").text
-    for family in text_string_to_metric_families(text):
-        if family.name == "llm_inflight_requests":
-            return family.samples[0].value
-    raise AssertionError("llm-node exports no llm_inflight_requests")
+    samples = support.scrape(f"{edge.llm_node_url}/metrics")
+    assert ("llm_inflight_requests", ()) in samples, "llm-node exports no llm_inflight_requests"
+    return support.sample(samples, "llm_inflight_requests")
 
 
 def test_stream_reaches_the_client_chunk_by_chunk(edge: Edge) -> None:

@@ -14,7 +14,8 @@ import httpx
 import uvicorn
 from llm_node.config import Settings
 from llm_node.main import create_app
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import COUNTING, Samples, parse_metrics, sample, wait_until
 
 START_TIMEOUT = 120.0  # loading is a few seconds; generous for a busy shared CI machine
 
@@ -80,30 +81,13 @@ class LiveServer:
         self.sock.close()
 
 
-def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by (name, sorted labels)."""
-    text = client.get("/metrics").text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+def scrape(client: httpx.Client) -> Samples:
+    """Every sample of the server's /metrics, keyed by (name, sorted labels)."""
+    return parse_metrics(client.get("/metrics").text)
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    return scrape(client).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll until predicate() is true (a bound on waiting, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
+    return sample(scrape(client), name, **labels)
 
 
 def raw_post(path: str, body: dict[str, Any]) -> bytes:
@@ -131,7 +115,7 @@ def queue_filled(
         try:
             for sock in holders:
                 sock.sendall(raw_post("/v1/completions", job))
-            wait_for(
+            wait_until(
                 lambda: (
                     (metric(client, "llm_inflight_requests"), metric(client, "llm_queue_depth"))
                     == (1.0, float(queue_size))
@@ -142,7 +126,7 @@ def queue_filled(
         finally:
             for sock in holders:
                 sock.close()
-            wait_for(
+            wait_until(
                 lambda: (
                     (metric(client, "llm_inflight_requests"), metric(client, "llm_queue_depth"))
                     == (0.0, 0.0)

@@ -8,9 +8,10 @@ import socket
 import threading
 
 import httpx
-from node_harness import LiveServer, metric, wait_for
+from node_harness import LiveServer, metric
 
-COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
+from tests.support import COUNTING, wait_until
+
 LONG = 400  # tokens: seconds of generation, far longer than any of these tests needs
 
 
@@ -83,8 +84,8 @@ def test_stream_disconnect_cancels_and_worker_moves_on(
     ):
         assert next(response.iter_lines()).startswith("data: ")
     # The connection is closed: the generation stops at its next token.
-    wait_for(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
-    wait_for(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")
+    wait_until(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
+    wait_until(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")
     assert metric(client, "llm_generated_tokens_total") - generated < LONG
     assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
 
@@ -98,10 +99,10 @@ def test_non_streaming_disconnect_cancels(server: LiveServer, client: httpx.Clie
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        wait_for(lambda: metric(client, "llm_inflight_requests") == 1, what="generation start")
-    wait_for(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
-    wait_for(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")
-    wait_for(
+        wait_until(lambda: metric(client, "llm_inflight_requests") == 1, what="generation start")
+    wait_until(lambda: metric(client, "llm_cancellations_total") == cancelled + 1, what="cancel")
+    wait_until(lambda: metric(client, "llm_inflight_requests") == 0, what="worker idle")
+    wait_until(
         lambda: metric(client, "llm_requests_total", endpoint="/v1/completions", status="499") >= 1,
         what="the request to be counted as 499 (client closed)",
     )

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from llm_node.logs import JsonFormatter
-from node_harness import LiveServer, make_settings, metric, wait_for
+from node_harness import LiveServer, make_settings, metric
 
-COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
+from tests.support import COUNTING, wait_until
+
 # checkov:skip=CKV_SECRET_6 a made-up prompt; the test checks it never reaches the log
 SECRET_PROMPT = "my-confidential-prompt-text"
 
@@ -55,7 +56,7 @@ def test_one_json_log_line_per_request(
             headers={"X-Request-ID": "log-line-test"},
         )
         # The line is written once the response has been sent, so it may follow it closely.
-        wait_for(lambda: access_records(caplog, "log-line-test"), what="the access log line")
+        wait_until(lambda: access_records(caplog, "log-line-test"), what="the access log line")
     (record,) = access_records(caplog, "log-line-test")
     line = json.loads(JsonFormatter().format(record))
     assert {"request_id", "status", "duration_ms", "prompt_tokens", "completion_tokens"} <= set(
@@ -85,6 +86,6 @@ def test_prompts_are_logged_when_enabled(
             headers={"X-Request-ID": "log-prompts-test"},
         )
         # The line is written once the response has been sent, so it may follow it closely.
-        wait_for(lambda: access_records(caplog, "log-prompts-test"), what="the access log line")
+        wait_until(lambda: access_records(caplog, "log-prompts-test"), what="the access log line")
     (record,) = access_records(caplog, "log-prompts-test")
     assert SECRET_PROMPT in JsonFormatter().format(record)

@@ -8,12 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 from gguf import GGUFReader
-from node_harness import metric, wait_for
+from node_harness import metric
+
+from tests.support import COUNTING, wait_until
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello."}]
 # A raw completion that greedy decoding continues for a long time (no early end-of-text).
-COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
 
 
 def sse_events(response: httpx.Response) -> list[str]:
@@ -197,7 +198,7 @@ def test_request_metrics_move(client: httpx.Client, endpoint: str, body: dict[st
     before = counts()
     assert client.post(endpoint, json=body).status_code == 200
     # Counted when the response has been sent in full, so just after the client has it.
-    wait_for(lambda: counts()[0] > before[0], what="the request to be counted")
+    wait_until(lambda: counts()[0] > before[0], what="the request to be counted")
     after = counts()
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 

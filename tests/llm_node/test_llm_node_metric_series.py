@@ -8,23 +8,19 @@ import pytest
 from llm_node.main import create_app
 from node_harness import make_settings
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import Samples, parse_metrics
 
 ENDPOINTS = ["/generate", "/v1/chat/completions", "/v1/completions", "/v1/models"]
 GENERATING = ENDPOINTS[:3]
 
 
 @pytest.fixture(scope="module")
-def fresh_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], float]:
+def fresh_samples(tmp_path_factory: pytest.TempPathFactory) -> Samples:
     """The exposition of an app that has served nothing (its model is never even loaded)."""
     model: Path = tmp_path_factory.mktemp("fresh") / "absent.gguf"
     app = create_app(make_settings(model_path=model))
-    text = generate_latest(app.state.metrics.registry).decode()
-    return {
-        (sample.name, str(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return parse_metrics(generate_latest(app.state.metrics.registry).decode())
 
 
 @pytest.mark.parametrize(
@@ -37,6 +33,6 @@ def fresh_samples(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, s
     ],
 )
 def test_series_is_exported_at_zero_before_any_request(
-    fresh_samples: dict[tuple[str, str], float], name: str, labels: dict[str, str]
+    fresh_samples: Samples, name: str, labels: dict[str, str]
 ) -> None:
-    assert fresh_samples.get((name, str(sorted(labels.items())))) == 0.0
+    assert fresh_samples.get((name, tuple(sorted(labels.items())))) == 0.0

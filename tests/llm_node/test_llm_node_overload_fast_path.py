@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from node_harness import COUNTING, LiveServer, metric, queue_filled, wait_for
+from node_harness import LiveServer, metric, queue_filled
+
+from tests.support import COUNTING, wait_until
 
 LONG = 400  # tokens: seconds of generation, far longer than these tests need
 
@@ -73,7 +75,7 @@ def test_fast_refusal_is_counted(client: httpx.Client) -> None:
 
     before = counts()
     assert client.post("/generate", json={"prompt": "Hi"}).status_code == 503
-    wait_for(lambda: counts()[1] > before[1], what="the request to be counted")
+    wait_until(lambda: counts()[1] > before[1], what="the request to be counted")
     assert [b - a for a, b in zip(before, counts(), strict=True)] == [1, 1]
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_harness import COUNTING, LiveServer, make_settings, queue_filled
+from node_harness import LiveServer, make_settings, queue_filled
+
+from tests.support import COUNTING
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 CHAT = "/v1/chat/completions"

@@ -10,15 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from llm_node.api.retry_after import expected_wait
-from node_harness import (
-    COUNTING,
-    LiveServer,
-    make_settings,
-    metric,
-    queue_filled,
-    raw_post,
-    wait_for,
-)
+from node_harness import LiveServer, make_settings, metric, queue_filled, raw_post
+
+from tests.support import COUNTING, wait_until
 
 JOB = {**COUNTING, "max_tokens": 48}  # every job the same length: the mean predicts the wait
 
@@ -64,7 +58,7 @@ def test_client_that_sleeps_retry_after_gets_an_answer(servers: dict[int, LiveSe
         try:
             for sock in holders:
                 sock.sendall(raw_post("/v1/completions", JOB))
-            wait_for(lambda: metric(c, "llm_queue_depth") == 1.0, what="a full queue")
+            wait_until(lambda: metric(c, "llm_queue_depth") == 1.0, what="a full queue")
             refused = c.post("/v1/completions", json=JOB)
             assert refused.status_code == 503
             time.sleep(int(refused.headers["retry-after"]))  # what the client was told

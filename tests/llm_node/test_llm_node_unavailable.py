@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_harness import START_TIMEOUT, LiveServer, make_settings, metric, wait_for
+from node_harness import START_TIMEOUT, LiveServer, make_settings, metric
+
+from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,15 +73,9 @@ def test_corrupt_model_file_is_not_ready(tmp_path: Path) -> None:
             assert (c.get("/ready").status_code, c.get("/health").status_code) == (503, 200)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_python_m_llm_node_stays_up_without_model(tmp_path: Path) -> None:
     """The real entry point (`make serve`, the container) does not crash-loop on a bad path."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO / "llm-node"),
@@ -101,7 +96,7 @@ def test_python_m_llm_node_stays_up_without_model(tmp_path: Path) -> None:
             except httpx.TransportError:
                 return False
 
-        wait_for(answering, timeout=START_TIMEOUT, what="llm-node to answer")
+        wait_until(answering, timeout=START_TIMEOUT, what="llm-node to answer")
         time.sleep(0.5)  # give a crash the chance to happen
         assert (proc.poll(), httpx.get(f"{url}/health").status_code) == (None, 200)
     finally:
