@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests import support
-from tests.edge import procs
+from tests.edge import labels, procs
 from tests.edge.render import render_to
 
 DOMAIN = "edge.test"
@@ -241,13 +242,22 @@ def start_traefik(
     render_to(
         "traefik/dynamic/middlewares.yml.j2", workdir / "dynamic" / "middlewares.yml", **variables
     )
-    render_to(
-        Path(__file__).parent / "routers.yml.j2",
-        workdir / "dynamic" / "routers.yml",
-        domain=DOMAIN,
-        llm_node_port=llm_node_url.rsplit(":", 1)[1],
-        grafana_port=grafana_port,
+    # The routers come from the roles' own compose labels, rendered by Ansible. Prometheus and
+    # Alertmanager do not run behind this Traefik: their routers point at a closed port.
+    closed = f"http://127.0.0.1:{support.free_port()}"
+    compose_files = labels.render_compose_files(
+        workdir, {"llm_node_fqdn": LLM_HOST, "monitoring_fqdn": MONITORING_HOST}
     )
+    routers = labels.file_provider_config(
+        compose_files,
+        {
+            "llm": llm_node_url,
+            "grafana": f"http://127.0.0.1:{grafana_port}",
+            "prometheus": closed,
+            "alertmanager": closed,
+        },
+    )
+    (workdir / "dynamic" / "routers.yml").write_text(yaml.safe_dump(routers, sort_keys=False))
     argv = [traefik, f"--configFile={workdir / 'traefik.yml'}"]
     env = {"LEGO_CA_CERTIFICATES": str(pebble["ca"])}
     with procs.running("traefik", argv, workdir / "traefik.log", env) as program:
