@@ -187,3 +187,12 @@ def test_json_sent_as_text_plain_is_415(client: httpx.Client) -> None:
         415,
         "unsupported_media_type",
     )
+
+
+def test_usage_reports_cached_prompt_tokens(sdk: openai.OpenAI) -> None:
+    # OpenAI's prompt_tokens_details.cached_tokens: the prompt tokens reused from a cache.
+    completion = sdk.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+    )
+    details = completion.usage.prompt_tokens_details if completion.usage else None
+    assert details is not None and isinstance(details.cached_tokens, int)
