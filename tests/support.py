@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -19,6 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "temperature": 0, "repeat_penalty": 1.0}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import a Python file that is not on the import path (a plugin, a script)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

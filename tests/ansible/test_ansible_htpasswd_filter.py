@@ -3,25 +3,17 @@ so the file (and Traefik) only change when a password does."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import bcrypt
 import pytest
 
+from tests.support import load_module
+
 PLUGIN = Path(__file__).resolve().parents[2] / "ansible/roles/traefik/filter_plugins/htpasswd.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("traefik_htpasswd_filter", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-htpasswd = _load().traefik_htpasswd
+htpasswd = load_module(PLUGIN, "traefik_htpasswd_filter").traefik_htpasswd
 USERS = [
     {"name": "alice", "password": "correct horse"},
     {"name": "bob", "password": "s3cret-s3cret"},

@@ -12,6 +12,7 @@ import bcrypt
 import pytest
 
 from tests.edge import procs
+from tests.support import load_module
 
 TOOL = procs.REPO / "traefik" / "htpasswd.py"
 # checkov:skip=CKV_SECRET_6 a made-up password the test hashes and checks, used nowhere else
@@ -100,14 +101,9 @@ FILTER = procs.REPO / "ansible/roles/traefik/filter_plugins/htpasswd.py"
 
 
 def role_filter_accepts(name: str, password: str) -> bool:
-    import importlib.util
-
     from ansible.errors import AnsibleFilterError
 
-    spec = importlib.util.spec_from_file_location("role_htpasswd", FILTER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(FILTER, "role_htpasswd")
     try:
         module.traefik_htpasswd([{"name": name, "password": password}], "", 4)
     except AnsibleFilterError:
