@@ -81,12 +81,16 @@ class AccessLogMiddleware:
         status = 500
         counted = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, counted
-            # Every rejection is counted here, once, before the client can read the answer.
+        def count_rejection() -> None:
+            """Every rejection is counted here, once (llm_rejections_total)."""
+            nonlocal counted
             if state.rejection is not None and not counted:
                 counted = True
                 self.metrics.rejections.labels(reason=state.rejection).inc()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            count_rejection()  # before the client can read the answer
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [
@@ -98,8 +102,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if state.rejection is not None and not counted:  # refused, but nothing was sent
-                self.metrics.rejections.labels(reason=state.rejection).inc()
+            count_rejection()  # refused, but nothing was sent (the client went away)
             if state.client_gone:
                 status = CLIENT_CLOSED
             duration = time.perf_counter() - started
