@@ -364,6 +364,10 @@ class Engine:
                 return False
             if interrupted():
                 return False
+            if prompt_tokens == 0:
+                # Nothing of this request was evaluated: this token came from stale logits.
+                failure = Failed("internal", "the prompt evaluated no token")
+                return False
             if token_id in stop_ids:
                 return False
             completion_tokens += 1
@@ -379,6 +383,14 @@ class Engine:
                 finish = "length"
                 return False
             return True
+
+        prompt, special = job.prompt, job.special
+        if not prompt:
+            # An empty prompt evaluates no token, and sampling would then read the logits the
+            # previous request left: its first token would continue another user's text. As
+            # with OpenAI's API (an empty prompt starts a new document), it starts from the
+            # model's beginning-of-sequence token, so the answer depends on this request alone.
+            prompt, special = self.chat_format.bos_token or self.chat_format.eos_token, True
 
         if params.temperature <= 0:  # greedy: keep only the most likely token
             temp, top_k = 1.0, 1
@@ -398,14 +410,14 @@ class Engine:
         )
         _pyllmodel.llmodel.llmodel_prompt(
             llmodel.model,
-            ctypes.c_char_p(job.prompt.encode()),
+            ctypes.c_char_p(prompt.encode()),
             # "%1%2": the prompt is already fully formatted ("%1" alone makes gpt4all append "\n\n")
             ctypes.c_char_p(b"%1%2"),
             _pyllmodel.PromptCallback(on_prompt_token),
             _pyllmodel.ResponseCallback(on_response_token),
             True,
             llmodel.context,
-            job.special,
+            special,
             ctypes.c_char_p(),
         )
         self.metrics.prompt_tokens.inc(prompt_tokens)
