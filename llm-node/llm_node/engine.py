@@ -13,57 +13,45 @@ string or at `max_tokens`.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from llm_node.chat_template import ChatFormat, load_chat_format
 from llm_node.config import Settings
+from llm_node.events import (
+    Delta,
+    Event,
+    Failed,
+    FailureKind,
+    Finished,
+    FinishReason,
+    SamplingParams,
+)
+from llm_node.generation import Generator
 from llm_node.metrics import Metrics
+from llm_node.tokenizer import Tokenizer
+
+# The event types are defined in llm_node.events and re-exported: the routes import them here.
+__all__ = [
+    "Delta",
+    "Engine",
+    "EngineUnavailable",
+    "Event",
+    "Failed",
+    "FailureKind",
+    "FinishReason",
+    "Finished",
+    "Job",
+    "QueueFull",
+    "SamplingParams",
+]
 
 log = logging.getLogger(__name__)
-
-FinishReason = Literal["stop", "length"]
-FailureKind = Literal["cancelled", "deadline", "context_length_exceeded", "shutdown", "internal"]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    kind: FailureKind
-    message: str
-
-
-Event = Delta | Finished | Failed
 
 
 class EngineUnavailable(Exception):
@@ -107,36 +95,6 @@ class Job:
             self._loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
-class _StopFilter:
-    """Holds back text that may be the start of a stop string; cuts the text before a stop."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop string was found)."""
-        if not self._stops:
-            return text, False
-        pending = self._pending + text
-        cut = min((i for i in (pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self._pending = ""
-            return pending[:cut], True
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(pending)), hold, -1):
-                if pending.endswith(stop[:size]):
-                    hold = size
-                    break
-        self._pending = pending[len(pending) - hold :]
-        return pending[: len(pending) - hold], False
-
-    def flush(self) -> str:
-        pending, self._pending = self._pending, ""
-        return pending
-
-
 class Engine:
     """Owns the gpt4all model on one worker thread; `submit` enqueues a `Job` or refuses."""
 
@@ -152,6 +110,7 @@ class Engine:
         self._stopping = False
         self._current: Job | None = None
         self._model: Any = None
+        self._generator: Generator | None = None
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         metrics.queue_depth.set_function(lambda: len(self._waiting))
         metrics.queue_capacity.set(settings.queue_size)
@@ -286,7 +245,13 @@ class Engine:
         if not _pyllmodel.llmodel.llmodel_isModelLoaded(model.model.model):
             model.close()
             raise RuntimeError("gpt4all could not load the file (unsupported or corrupt GGUF?)")
+        try:
+            tokenizer = Tokenizer(path)
+        except Exception:
+            model.close()
+            raise
         self._model = model
+        self._generator = Generator(model, tokenizer, self.chat_format, self.settings, self.metrics)
         self.metrics.model_loaded.set(1)
         self.metrics.model_info.labels(
             model=self.settings.served_model_name,
@@ -307,6 +272,9 @@ class Engine:
     def _close(self) -> None:
         self._loaded.clear()
         self.metrics.model_loaded.set(0)
+        if self._generator is not None:
+            self._generator.tokenizer.close()
+            self._generator = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -321,115 +289,10 @@ class Engine:
             return
         self.metrics.inflight.set(1)
         try:
-            self._generate(job)
+            assert self._generator is not None  # the worker serves jobs only once loaded
+            self._generator.run(job)  # marks the prompt cache invalid when it raises
         except Exception:
             log.exception("generation failed")
             job.emit(Failed("internal", "the generation failed"))
         finally:
             self.metrics.inflight.set(0)
-
-    def _generate(self, job: Job) -> None:
-        from gpt4all import _pyllmodel
-
-        llmodel = self._model.model
-        params = job.params
-        stop_ids = self.chat_format.stop_token_ids
-        n_ctx = self.settings.n_ctx
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopFilter(params.stop)
-        prompt_tokens = 0
-        completion_tokens = 0
-        first_at = last_at = 0.0
-        finish: FinishReason = "stop"
-        failure: Failed | None = None
-
-        def interrupted() -> bool:
-            nonlocal failure
-            if job.cancelled:
-                failure = Failed("cancelled", "the client went away")
-            elif time.monotonic() > job.deadline:
-                failure = Failed("deadline", "the request took longer than the deadline")
-            return failure is not None
-
-        def on_prompt_token(_token_id: int) -> bool:
-            nonlocal prompt_tokens
-            prompt_tokens += 1
-            return not interrupted()
-
-        def on_response_token(token_id: int, piece: bytes | None) -> bool:
-            nonlocal completion_tokens, first_at, last_at, finish, failure
-            if token_id < 0:  # the binding reports errors this way (e.g. prompt too long)
-                message = (piece or b"").decode(errors="replace").removeprefix("ERROR: ")
-                failure = Failed("context_length_exceeded", message)
-                return False
-            if interrupted():
-                return False
-            if prompt_tokens == 0:
-                # Nothing of this request was evaluated: this token came from stale logits.
-                failure = Failed("internal", "the prompt evaluated no token")
-                return False
-            if token_id in stop_ids:
-                return False
-            completion_tokens += 1
-            last_at = time.monotonic()
-            if completion_tokens == 1:
-                first_at = last_at
-            text, stopped = stops.feed(decoder.decode(piece or b""))
-            if text:
-                job.emit(Delta(text))
-            if stopped:
-                return False
-            if completion_tokens >= params.max_tokens or prompt_tokens + completion_tokens >= n_ctx:
-                finish = "length"
-                return False
-            return True
-
-        prompt, special = job.prompt, job.special
-        if not prompt:
-            # An empty prompt evaluates no token, and sampling would then read the logits the
-            # previous request left: its first token would continue another user's text. As
-            # with OpenAI's API (an empty prompt starts a new document), it starts from the
-            # model's beginning-of-sequence token, so the answer depends on this request alone.
-            prompt, special = self.chat_format.bos_token or self.chat_format.eos_token, True
-
-        if params.temperature <= 0:  # greedy: keep only the most likely token
-            temp, top_k = 1.0, 1
-        else:
-            temp, top_k = params.temperature, params.top_k
-        llmodel._set_context(
-            n_predict=params.max_tokens,
-            top_k=top_k,
-            top_p=params.top_p,
-            min_p=0.0,
-            temp=temp,
-            n_batch=self.settings.n_batch,
-            repeat_penalty=params.repeat_penalty,
-            repeat_last_n=params.repeat_last_n,
-            context_erase=0.75,
-            reset_context=True,
-        )
-        _pyllmodel.llmodel.llmodel_prompt(
-            llmodel.model,
-            ctypes.c_char_p(prompt.encode()),
-            # "%1%2": the prompt is already fully formatted ("%1" alone makes gpt4all append "\n\n")
-            ctypes.c_char_p(b"%1%2"),
-            _pyllmodel.PromptCallback(on_prompt_token),
-            _pyllmodel.ResponseCallback(on_response_token),
-            True,
-            llmodel.context,
-            special,
-            ctypes.c_char_p(),
-        )
-        self.metrics.prompt_tokens.inc(prompt_tokens)
-        self.metrics.generated_tokens.inc(completion_tokens)
-        if completion_tokens >= 2 and last_at > first_at:
-            self.metrics.decode_rate.observe((completion_tokens - 1) / (last_at - first_at))
-        if failure is not None:
-            if failure.kind == "cancelled":
-                self.metrics.cancellations.inc()
-            job.emit(failure)
-            return
-        tail = stops.flush() + decoder.decode(b"", final=True)
-        if tail:
-            job.emit(Delta(tail))
-        job.emit(Finished(finish, prompt_tokens, completion_tokens))

@@ -99,6 +99,7 @@ def sampling_params(body: Sampling, settings: Settings, max_tokens: int | None) 
         repeat_penalty=body.repeat_penalty,
         repeat_last_n=body.repeat_last_n,
         stop=body.stop_list(),
+        max_tokens_explicit=max_tokens is not None,
     )
 
 
@@ -253,11 +254,12 @@ def sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-def usage(finished: Finished) -> dict[str, int]:
+def usage(finished: Finished) -> dict[str, Any]:
     return {
         "prompt_tokens": finished.prompt_tokens,
         "completion_tokens": finished.completion_tokens,
         "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": finished.cached_tokens},
     }
 
 
@@ -266,7 +268,7 @@ async def stream_events(
     first: Event,
     chunk: Callable[[str | None, str | None], dict[str, Any]],
     include_usage: bool,
-    usage_chunk: Callable[[dict[str, int]], dict[str, Any]],
+    usage_chunk: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> AsyncIterator[bytes]:
     """SSE body: one chunk per piece of text, a final chunk with finish_reason, `[DONE]`."""
     try:
@@ -457,7 +459,7 @@ async def chat_completions(request: Request) -> Response:
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
-    def usage_chunk(counts: dict[str, int]) -> dict[str, Any]:
+    def usage_chunk(counts: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -528,7 +530,7 @@ async def completions(request: Request) -> Response:
             ],
         }
 
-    def usage_chunk(counts: dict[str, int]) -> dict[str, Any]:
+    def usage_chunk(counts: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": completion_id,
             "object": "text_completion",
