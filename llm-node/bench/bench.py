@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import conversation
 import httpx
 import psutil
 from cpuload import QUIET_CORES, CpuMeter, main_thread_cpu_seconds
@@ -410,6 +411,7 @@ class Report:
     overload: dict[str, Any] = field(default_factory=dict)
     disconnect: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    conversation: dict[str, Any] = field(default_factory=dict)  # conversation.py's phases
     targets: list[dict[str, Any]] = field(default_factory=list)
     node_rss_samples: list[int] = field(default_factory=list)
     error: str | None = None
@@ -913,6 +915,8 @@ def markdown(report: Report) -> str:
             f"{fmt(mem.get('node_peak_rss_mib'))} MiB, raw {fmt(mem.get('raw_peak_rss_mib'))} MiB.",
             "",
         ]
+    if report.conversation:
+        lines.append(conversation.markdown(report.conversation))
     if report.error:
         lines += [f"**The benchmark did not complete:** {report.error}", ""]
     return "\n".join(lines)
@@ -965,6 +969,10 @@ async def run_node_phases(opts: Options, raw: RawWorker, node: Node, report: Rep
             ) from None
         load[name] = CpuMeter.foreign_cores(start, meter.snapshot())
     phase_memory(raw, node, report)
+    with opened(opts.out / "bench-conversation.log") as conversation_log:
+        report.conversation = conversation.run(
+            node.url, raw.call, n_batch, lambda: Node(opts, conversation_log)
+        )
 
 
 def run(opts: Options) -> Report:
