@@ -1,13 +1,10 @@
-"""The only module that touches gpt4all: one worker thread owns the model and serves a queue.
+"""The only module that owns gpt4all: one worker thread owns the model and serves a queue.
 
 gpt4all 2.8.2 is not thread-safe (two concurrent generations crash the process), so a single
 worker thread loads the model and runs generations one at a time. Requests wait in a bounded
-queue; when it is full `submit` refuses at once instead of making the client wait. Generation
-goes through the binding's low-level `llmodel_prompt` with special-token parsing on (the public
-`generate()` turns it off, which breaks chat templates), and its callbacks, which run on the
-worker thread for every prompt and generated token, count real tokens and stop the generation
-as soon as the request is cancelled, past its deadline, at an end-of-turn token, at a `stop`
-string or at `max_tokens`.
+queue; when it is full `submit` refuses at once instead of making the client wait. One
+generation (tokenizing and planning the prompt, the prompt cache, the token callbacks) is
+`llm_node.generation`'s job, run on this worker thread.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class Tokenizer:
         """The tokens gpt4all feeds for `text`: at the start of the context (`after` None:
         BOS added when the vocabulary asks for it) or right after the token `after`."""
         at_start = after is None
-        insert_space = at_start or self.is_special(after)  # type: ignore[arg-type]
+        insert_space = after is None or self.is_special(after)
         size = len(text) + 4
         out = (ctypes.c_int32 * size)()
         n = self._lib.llama_tokenize_gpt4all(
