@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # the output is the same as without it). Off on a shared deployment whose users must not
     # learn from response times what others asked (see the README's "Prompt cache").
     prompt_cache: bool = True
+    # After an answer, when no request waits, evaluate the reply in batches so that the next
+    # turn reuses it too (abandoned at the next token when a request arrives).
+    prompt_cache_refill: bool = True
     queue_size: int = Field(default=8, ge=0)
     # Added to the generation threads' nice value (Linux: per thread), so the API's event loop
     # wins the CPU over generation; 0 = the same priority as the API.

@@ -122,6 +122,11 @@ class Engine:
         return self._loaded.is_set() and not self._stopping
 
     @property
+    def idle(self) -> bool:
+        """True when the worker has nothing to do: no job running or waiting, no refill."""
+        return self._current is None and not self._waiting
+
+    @property
     def thread_id(self) -> int | None:
         """The worker thread's native (kernel) id once started; None before."""
         return self._thread.native_id
@@ -212,10 +217,24 @@ class Engine:
                     job = self._waiting.popleft()
                     self._current = job
                 self._process(job)  # catches what generation raises
+                self._refill()
         finally:
             with self._cond:
                 self._current = None
             self._close()
+
+    def _busy(self) -> bool:
+        return bool(self._waiting) or self._stopping
+
+    def _refill(self) -> None:
+        """Between jobs, when none waits: let the prompt cache take in the last reply."""
+        if self._generator is None or self._busy():
+            return
+        try:
+            self._generator.refill(self._busy)
+        except Exception:
+            log.exception("prompt cache refill failed")
+            self._generator.cache.invalidate()
 
     def _load(self) -> None:
         path = self.settings.model_path

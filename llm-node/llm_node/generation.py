@@ -16,6 +16,7 @@ import codecs
 import ctypes
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llm_node.chat_template import ChatFormat
@@ -52,6 +53,8 @@ class Generator:
         self.settings = settings
         self.metrics = metrics
         self.cache = PromptCache(tokenizer, settings.n_batch, enabled=settings.prompt_cache)
+        # The last answered prompt and its reply (what a chat client sends back next turn).
+        self._answered: tuple[bytes, bool] | None = None
 
     def plan(self, job: Job) -> Plan | Failed:
         """Tokenize and plan the prompt; a Failed when it cannot fit (nothing evaluated yet)."""
@@ -88,6 +91,7 @@ class Generator:
         )
 
     def run(self, job: Job) -> None:
+        self._answered = None
         planned = self.plan(job)
         if isinstance(planned, Failed):
             job.emit(planned)
@@ -110,6 +114,7 @@ class Generator:
         stops = StopFilter(params.stop)
         evaluated = completion_tokens = 0
         first_at = last_at = 0.0
+        reply: list[str] = []
         finish: FinishReason = "stop"
         failure: Failed | None = None
 
@@ -147,6 +152,7 @@ class Generator:
             text, stopped = stops.feed(decoder.decode(piece or b""))
             if text:
                 job.emit(Delta(text))
+                reply.append(text)
             if stopped:
                 return False
             if completion_tokens >= max_new:  # max_tokens, or the end of the context window
@@ -206,4 +212,53 @@ class Generator:
         tail = stops.flush() + decoder.decode(b"", final=True)
         if tail:
             job.emit(Delta(tail))
+        reply.append(tail)
+        self._answered = (plan.prompt + "".join(reply).encode(), plan.special)
         job.emit(Finished(finish, size, completion_tokens, cached_tokens=plan.reuse))
+
+    def refill(self, busy: Callable[[], bool]) -> None:
+        """After an answer, evaluate prompt + reply in batches so the next turn reuses the reply
+        too (generated tokens were decoded one by one: not reusable exactly). Run only when no
+        request waits; `busy()` turning true abandons it at the next token, keeping the
+        batches already evaluated."""
+        answered, self._answered = self._answered, None
+        if answered is None or not self.cache.enabled or not self.settings.prompt_cache_refill:
+            return
+        plan = self.cache.plan(answered[0], special=answered[1])
+        if plan.reuse == 0 or len(plan.tokens) > self.settings.n_ctx - RESERVED_TOKENS:
+            return
+        from gpt4all import _pyllmodel
+
+        llmodel = self.model.model
+        evaluated = 0
+
+        def on_prompt_token(_token_id: int) -> bool:
+            nonlocal evaluated
+            evaluated += 1
+            return not busy()
+
+        started = time.perf_counter()
+        llmodel._set_context(n_predict=0, n_batch=self.settings.n_batch, reset_context=True)
+        context = llmodel.context
+        if plan.reuse > context.tokens_size:
+            self.cache.invalidate()
+            return
+        context.n_past = plan.reuse
+        self.cache.invalidate()  # until the call has returned and its result is checked
+        _pyllmodel.llmodel.llmodel_prompt(
+            llmodel.model,
+            ctypes.c_char_p(plan.suffix),
+            ctypes.c_char_p(b"%1%2"),
+            _pyllmodel.PromptCallback(on_prompt_token),
+            _pyllmodel.ResponseCallback(lambda _token_id, _piece: False),
+            False,
+            context,
+            plan.special,
+            ctypes.c_char_p(),
+        )
+        held = context.tokens[: context.tokens_size]
+        if evaluated == len(plan.tokens) - plan.reuse:
+            self.cache.commit(plan.tokens, held)
+        else:
+            self.cache.keep(plan.tokens[: plan.reuse + evaluated], held)
+        self.metrics.prompt_refill.observe(time.perf_counter() - started)

@@ -103,6 +103,12 @@ class Metrics:
             registry=r,
         )
         self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated.", registry=r)
+        self.prompt_refill = Histogram(
+            "llm_prompt_refill_seconds",
+            "Time spent after an answer evaluating its reply for the next turn (prompt cache).",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge("llm_queue_depth", "Requests waiting for the model.", registry=r)
         self.queue_capacity = Gauge(
             "llm_queue_capacity", "Requests that may wait before 503 (LLM_QUEUE_SIZE).", registry=r

@@ -94,6 +94,14 @@ class PromptCache:
         # Rule 2: the last prompt token was decoded alone when S % B == 1; it is not reusable.
         self._cached = tokens[: size - 1] if size % self.batch == 1 else tokens
 
+    def keep(self, prefix: tuple[int, ...], held: list[int]) -> None:
+        """After an interrupted evaluation in batches: its cells up to `prefix` are all batched
+        (each batch is decoded whole before its tokens are reported), so they stay reusable."""
+        if len(held) < len(prefix) or tuple(held[: len(prefix)]) != prefix:
+            self.invalidate()
+        else:
+            self._cached = prefix
+
     def _aligned(self, k: int, size: int) -> int:
         """The largest cut <= k whose suffix ends in a lone token exactly when a fresh one does."""
         if k <= 0:

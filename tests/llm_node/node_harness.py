@@ -23,6 +23,7 @@ BASELINE: dict[str, Any] = {
     "n_ctx": 1024,
     "n_batch": 8,
     "prompt_cache": True,
+    "prompt_cache_refill": True,
     "queue_size": 8,
     "worker_nice": 10,
     "request_timeout_seconds": 120.0,

@@ -61,7 +61,18 @@ class Pair:
         return {"on": self.on, "off": self.off}
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, httpx.Response]:
-        return {name: client.post(path, json=body) for name, client in self.clients().items()}
+        responses = {}
+        for name, client in self.clients().items():
+            responses[name] = client.post(path, json=body)
+            self.wait_idle()
+        return responses
+
+    def wait_idle(self) -> None:
+        """Wait until both workers are done, refill included: the two engines share this
+        process and must never generate at the same time (gpt4all is not thread-safe)."""
+        for server in self.servers.values():
+            engine = server.app.state.engine
+            wait_for(lambda e=engine: e.idle, what="the worker to be idle")
 
     def close(self) -> None:
         self.on.close()
@@ -162,6 +173,15 @@ def test_later_turns_reuse_most_of_the_prompt(conversation: dict[str, Any], inde
     assert usage["prompt_tokens_details"]["cached_tokens"] >= previous - 16
 
 
+@pytest.mark.parametrize("index", range(1, 6))
+def test_later_turns_reuse_the_previous_reply_too(conversation: dict[str, Any], index: int) -> None:
+    # The refill evaluated the previous reply in batches after it was sent (the fixture waits
+    # for it), so the new turn reuses the previous prompt and the reply.
+    previous = conversation["turns"][index - 1]["on"]["usage"]
+    cached = conversation["turns"][index]["on"]["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= previous["prompt_tokens"] + previous["completion_tokens"] - 16
+
+
 @pytest.mark.parametrize("index", range(6))
 def test_nothing_is_cached_with_the_cache_off(conversation: dict[str, Any], index: int) -> None:
     usage = conversation["turns"][index]["off"]["usage"]
@@ -172,6 +192,7 @@ def test_cached_tokens_are_counted_in_the_metrics(pair: Pair, conversation: dict
     before = metric(pair.on, "llm_prompt_tokens_cached_total")
     messages = [*conversation["history"], {"role": "user", "content": "Thank you."}]
     body = pair.on.post(CHAT, json=chat_body(messages, max_tokens=2)).json()
+    pair.wait_idle()
     after = metric(pair.on, "llm_prompt_tokens_cached_total")
     assert after - before == body["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
@@ -209,6 +230,7 @@ def test_a_streamed_turn_equals_a_non_streamed_one(
     body = chat_body([*history, {"role": "user", "content": "Another one."}], stream=True)
     with pair.on.stream("POST", CHAT, json=body) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    pair.wait_idle()
     chunks = [json.loads(e)["choices"] for e in events if e != "[DONE]"]
     streamed = "".join(c[0]["delta"].get("content", "") for c in chunks if c)
     body["stream"] = False
@@ -229,7 +251,7 @@ def cancel_during_prompt(client: httpx.Client, server: LiveServer, body: dict[st
         )
         wait_for(lambda: metric(client, "llm_inflight_requests") == 1, what="the job to start")
     wait_for(lambda: metric(client, "llm_cancellations_total") > cancelled, what="the cancel")
-    wait_for(lambda: metric(client, "llm_inflight_requests") == 0, what="the worker to be idle")
+    wait_for(lambda: server.app.state.engine.idle, what="the worker to be idle")
     return metric(client, "llm_generated_tokens_total") - generated
 
 
@@ -258,6 +280,7 @@ def test_a_turn_cancelled_during_its_reply_then_a_normal_one(
                 if '"content": "' in line and '"content": ""' not in line:
                     break  # one token of the reply has arrived: hang up
         wait_for(lambda c=client, n=cancelled: metric(c, "llm_cancellations_total") > n)
+        pair.wait_idle()
     turn(pair, early(conversation), "Tell a shorter story.")
 
 
@@ -278,6 +301,7 @@ def test_a_refused_prompt_evaluates_nothing(pair: Pair, conversation: dict[str, 
     before = metric(pair.on, "llm_prompt_tokens_total")
     messages = [*conversation["history"], {"role": "user", "content": user_message(9, 1000)}]
     assert pair.on.post(CHAT, json=chat_body(messages)).status_code == 400
+    pair.wait_idle()
     assert metric(pair.on, "llm_prompt_tokens_total") == before
 
 
@@ -287,6 +311,7 @@ COUNTING = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", **GREEDY}
 def test_a_generation_that_fills_the_context_then_another_turn(small: Pair) -> None:
     text, tokens, finish = same(small.post("/v1/completions", COUNTING))
     prompt_tokens = small.on.post("/v1/completions", json={**COUNTING, "max_tokens": 1}).json()
+    small.wait_idle()
     assert (finish, tokens) == ("length", 256 - prompt_tokens["usage"]["prompt_tokens"])
     same(small.post("/v1/completions", {**COUNTING, "prompt": COUNTING["prompt"] + text[:40]}))
     turn(small, [], "Count to five.")
