@@ -5,9 +5,12 @@
    (prompt tokens / TTFT). Each repetition starts with a different word, so the node's prompt
    cache cannot help (its reported cached tokens are checked to be 0).
 2. conversation: a 6-turn chat reaching about 1,000 tokens, re-sent whole at every turn as a
-   chat client does, against a node with the prompt cache and one without (LLM_PROMPT_CACHE),
-   alternating turn by turn: TTFT per turn, the ratio turn 6 / turn 1, whether both nodes gave
+   chat client does, against three nodes: the default (prompt cache and refill on), the cache
+   without refill (LLM_PROMPT_CACHE_REFILL=false) and no cache (LLM_PROMPT_CACHE=false),
+   alternating turn by turn: TTFT per turn, the ratio turn 6 / turn 1, whether the nodes gave
    the same replies, and the node's own planning time (tokenize + prefix match) per request.
+   The next turn is sent to the default node once its refill is done, as a user who reads the
+   answer before replying would (at most REFILL_WAIT_S later).
 
 Each function takes what it needs and returns rows of figures plus the targets (given as data
 in TARGETS) with PASS/FAIL; `markdown` renders them.
@@ -29,12 +32,19 @@ TURNS = 6
 CONVERSATION_RUNS = 3
 LONG_PROMPT_REPS = 3
 REPLY_TOKENS = 48
+REFILL_WAIT_S = 10.0
+# name -> LLM_* settings of each conversation node; "refill" is the default configuration.
+VARIANTS: dict[str, dict[str, str]] = {
+    "refill": {"LLM_PROMPT_CACHE": "true", "LLM_PROMPT_CACHE_REFILL": "true"},
+    "on": {"LLM_PROMPT_CACHE": "true", "LLM_PROMPT_CACHE_REFILL": "false"},
+    "off": {"LLM_PROMPT_CACHE": "false", "LLM_PROMPT_CACHE_REFILL": "false"},
+}
 GREEDY: dict[str, Any] = {"temperature": 0.0, "repeat_penalty": 1.0}
 
 # target name -> (description, comparison, bound)
 TARGETS: dict[str, tuple[str, str, float]] = {
-    "turn6_over_turn1_cache_on": ("TTFT turn 6 / turn 1, cache on", "<=", 1.5),
-    "same_replies": ("replies identical, cache on vs off (1 = yes)", ">=", 1.0),
+    "turn6_over_turn1_cache_on": ("TTFT turn 6 / turn 1, cache on (default)", "<=", 1.5),
+    "same_replies": ("replies identical with and without the cache (1 = yes)", ">=", 1.0),
     "planning_ms_per_request": ("planning (tokenize, match) per request (ms)", "<=", 15.0),
 }
 
@@ -153,30 +163,39 @@ def environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def planning(client: httpx.Client) -> tuple[float, float]:
-    """(sum of seconds, count) of llm_prompt_planning_seconds on a node."""
+def histogram(client: httpx.Client, name: str) -> tuple[float, float]:
+    """(sum, count) of a histogram on a node."""
     total = count = 0.0
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("llm_prompt_planning_seconds_sum"):
+        if line.startswith(f"{name}_sum"):
             total = float(line.split()[-1])
-        elif line.startswith("llm_prompt_planning_seconds_count"):
+        elif line.startswith(f"{name}_count"):
             count = float(line.split()[-1])
     return total, count
 
 
+def wait_refill(client: httpx.Client, before: float) -> None:
+    deadline = time.monotonic() + REFILL_WAIT_S
+    while histogram(client, "llm_prompt_refill_seconds")[1] <= before:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
 def conversation(start_node: Callable[[], NodeLike]) -> dict[str, Any]:
-    """A 6-turn chat, cache on vs off, CONVERSATION_RUNS times; per-turn medians."""
+    """A 6-turn chat on each variant, CONVERSATION_RUNS times; per-turn medians."""
     nodes: dict[str, NodeLike] = {}
     try:
-        for name, flag in (("on", "true"), ("off", "false")):
-            with environ({"LLM_PROMPT_CACHE": flag}):
+        for name, env in VARIANTS.items():
+            with environ(env):
                 nodes[name] = start_node()
         for node in nodes.values():
             node.wait_ready()
         clients = {name: httpx.Client(base_url=n.url, timeout=600) for name, n in nodes.items()}
-        plan_before = planning(clients["on"])
+        plan_before = histogram(clients["refill"], "llm_prompt_planning_seconds")
         runs = [conversation_run(clients, run) for run in range(CONVERSATION_RUNS)]
-        plan_after = planning(clients["on"])
+        plan_after = histogram(clients["refill"], "llm_prompt_planning_seconds")
+        refill = histogram(clients["refill"], "llm_prompt_refill_seconds")
         for client in clients.values():
             client.close()
     finally:
@@ -185,24 +204,24 @@ def conversation(start_node: Callable[[], NodeLike]) -> dict[str, Any]:
     turns = []
     for i in range(TURNS):
         row: dict[str, Any] = {"turn": i + 1, "prompt_tokens": runs[0][i]["off"]["prompt_tokens"]}
-        for name in ("on", "off"):
+        for name in VARIANTS:
             row[f"{name}_ttft_ms"] = ms(median([run[i][name]["ttft_s"] for run in runs]))
-        row["cached_tokens"] = runs[0][i]["on"]["cached_tokens"]
-        row["same"] = all(run[i]["on"]["text"] == run[i]["off"]["text"] for run in runs)
+            row[f"{name}_cached_tokens"] = runs[0][i][name]["cached_tokens"]
+        row["same"] = all(
+            run[i][name]["text"] == run[i]["off"]["text"] for run in runs for name in VARIANTS
+        )
         turns.append(row)
     requests = plan_after[1] - plan_before[1]
-    ratio = {
-        name: turns[-1][f"{name}_ttft_ms"] / turns[0][f"{name}_ttft_ms"] for name in ("on", "off")
-    }
+    ratio = {name: turns[-1][f"{name}_ttft_ms"] / turns[0][f"{name}_ttft_ms"] for name in VARIANTS}
     return {
         "runs": CONVERSATION_RUNS,
         "turns": turns,
-        "ratio_on": ratio["on"],
-        "ratio_off": ratio["off"],
+        "ratio": ratio,
         "same_replies": all(t["same"] for t in turns),
         "planning_ms_per_request": ms((plan_after[0] - plan_before[0]) / requests)
         if requests
         else None,
+        "refill_ms_per_turn": ms(refill[0] / refill[1]) if refill[1] else None,
     }
 
 
@@ -213,7 +232,12 @@ def conversation_run(clients: dict[str, httpx.Client], run: int) -> list[dict[st
     for i in range(TURNS):
         messages = [*history, {"role": "user", "content": user_message(i)}]
         body = {"messages": messages, "max_tokens": REPLY_TOKENS, **GREEDY}
-        result = {name: stream(c, "/v1/chat/completions", body) for name, c in clients.items()}
+        result = {}
+        for name, client in clients.items():
+            refills = histogram(client, "llm_prompt_refill_seconds")[1]
+            result[name] = stream(client, "/v1/chat/completions", body)
+            if name == "refill":
+                wait_refill(client, refills)  # the user reads the answer meanwhile
         results.append(result)
         history = [*messages, {"role": "assistant", "content": result["off"]["text"]}]
     return results
@@ -221,7 +245,7 @@ def conversation_run(clients: dict[str, httpx.Client], run: int) -> list[dict[st
 
 def judge(long: dict[str, Any], conv: dict[str, Any]) -> list[dict[str, Any]]:
     values = {
-        "turn6_over_turn1_cache_on": conv.get("ratio_on"),
+        "turn6_over_turn1_cache_on": (conv.get("ratio") or {}).get("refill"),
         "same_replies": None if "same_replies" not in conv else float(conv["same_replies"]),
         "planning_ms_per_request": conv.get("planning_ms_per_request"),
     }
@@ -275,22 +299,25 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     if conv:
         lines += [
-            "| Turn | Prompt tokens | Reused (cache on) | TTFT cache on (ms) "
-            "| TTFT cache off (ms) | Same reply |",
-            "|---|---|---|---|---|---|",
+            "| Turn | Prompt tokens | Reused: default / no refill | TTFT default (ms) "
+            "| TTFT no refill (ms) | TTFT no cache (ms) | Same reply |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in conv["turns"]:
             lines.append(
-                f"| {t['turn']} | {t['prompt_tokens']} | {t['cached_tokens']} "
-                f"| {fmt(t['on_ttft_ms'], 0)} "
+                f"| {t['turn']} | {t['prompt_tokens']} "
+                f"| {t['refill_cached_tokens']} / {t['on_cached_tokens']} "
+                f"| {fmt(t['refill_ttft_ms'], 0)} | {fmt(t['on_ttft_ms'], 0)} "
                 f"| {fmt(t['off_ttft_ms'], 0)} | {'yes' if t['same'] else 'NO'} |"
             )
+        ratio = conv["ratio"]
         lines += [
             "",
-            f"Turn 6 / turn 1: cache on {fmt(conv['ratio_on'], 2)}, cache off "
-            f"{fmt(conv['ratio_off'], 2)} (medians of {conv['runs']} runs, greedy, "
-            f"{REPLY_TOKENS}-token replies, the nodes alternating turn by turn); planning "
-            f"{fmt(conv['planning_ms_per_request'], 2)} ms per request.",
+            f"Turn 6 / turn 1: default (cache + refill) {fmt(ratio['refill'], 2)}, cache without "
+            f"refill {fmt(ratio['on'], 2)}, no cache {fmt(ratio['off'], 2)} (medians of "
+            f"{conv['runs']} runs, greedy, {REPLY_TOKENS}-token replies, the nodes alternating "
+            f"turn by turn); planning {fmt(conv['planning_ms_per_request'], 2)} ms per request; "
+            f"refill {fmt(conv['refill_ms_per_turn'], 0)} ms per turn, after the answer.",
             "",
         ]
     if targets:
