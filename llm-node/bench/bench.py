@@ -56,6 +56,7 @@ from typing import IO, Any
 
 import conversation
 import httpx
+import peer
 import psutil
 from cpuload import QUIET_CORES, CpuMeter, main_thread_cpu_seconds
 from rawhttp import Connection, iter_lines
@@ -106,6 +107,7 @@ class Options:
     bursts: int = 3
     disconnect_trials: int = 5
     n_batch: int | None = None
+    peer: Path | None = None  # the peer's Python (llama-cpp-python), see peer.py
 
 
 # --------------------------------------------------------------------------------------------
@@ -973,6 +975,9 @@ async def run_node_phases(opts: Options, raw: RawWorker, node: Node, report: Rep
         report.conversation = conversation.run(
             node.url, raw.call, n_batch, lambda: Node(opts, conversation_log)
         )
+    if opts.peer is not None:
+        report.conversation["peer"] = peer.run(opts.peer, opts.model, opts.threads)
+        report.conversation["node_decode_tps"] = report.raw_vs_node["node"]["decode_tps_median"]
 
 
 def run(opts: Options) -> Report:
@@ -1026,6 +1031,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--reps", type=int, default=9, help="raw vs node pairs (minimum)")
     parser.add_argument("--max-tokens", type=int, default=96, help="tokens per raw/node run")
     parser.add_argument("--n-batch", type=int, default=None, help="default: the node's")
+    parser.add_argument("--peer", type=Path, default=None, help="llama-cpp-python's python")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"no such model file: {args.model} (run `make model`)")
@@ -1036,6 +1042,7 @@ def parse_args(argv: list[str] | None) -> Options:
         reps=args.reps,
         max_tokens=args.max_tokens,
         n_batch=args.n_batch,
+        peer=args.peer,
     )
 
 

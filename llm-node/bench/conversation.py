@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import httpx
+import peer
 from stats import fmt, median, ms
 
 TURNS = 6
@@ -320,6 +321,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"refill {fmt(conv['refill_ms_per_turn'], 0)} ms per turn, after the answer.",
             "",
         ]
+    lines += peer.markdown(result)
     if targets:
         lines += ["| Target | Value | Goal | Result |", "|---|---|---|---|"]
         for t in targets:
