@@ -108,6 +108,7 @@ class Engine:
         self._current: Job | None = None
         self._model: Any = None
         self._generator: Generator | None = None
+        self._refilling = False
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         metrics.queue_depth.set_function(lambda: len(self._waiting))
         metrics.queue_capacity.set(settings.queue_size)
@@ -124,7 +125,7 @@ class Engine:
     @property
     def idle(self) -> bool:
         """True when the worker has nothing to do: no job running or waiting, no refill."""
-        return self._current is None and not self._waiting
+        return self._current is None and not self._waiting and not self._refilling
 
     @property
     def thread_id(self) -> int | None:
@@ -217,6 +218,8 @@ class Engine:
                     job = self._waiting.popleft()
                     self._current = job
                 self._process(job)  # catches what generation raises
+                with self._cond:
+                    self._current = None  # a refill gives way to the next job: count it free
                 self._refill()
         finally:
             with self._cond:
@@ -230,11 +233,14 @@ class Engine:
         """Between jobs, when none waits: let the prompt cache take in the last reply."""
         if self._generator is None or self._busy():
             return
+        self._refilling = True
         try:
             self._generator.refill(self._busy)
         except Exception:
             log.exception("prompt cache refill failed")
             self._generator.cache.invalidate()
+        finally:
+            self._refilling = False
 
     def _load(self) -> None:
         path = self.settings.model_path
