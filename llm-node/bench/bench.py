@@ -22,6 +22,8 @@ other jobs share the CPU). One run measures:
    idle node, sent right after): the time the worker took to notice and move on.
 5. resident memory with the model loaded: psutil RSS of the node process (highest sample over
    the run) vs the raw process after the same generations.
+6. long prompts and conversations, the prompt cache on and off: ``conversation.py``;
+   with ``--peer PYTHON`` (``make bench PEER=1``) also llama.cpp itself: ``peer.py``.
 
 Requests are made with ``rawhttp.py``, a minimal HTTP/1.1 client: httpx's asyncio pool costs
 more per request than the server does once 50 requests are in flight (see that module).
