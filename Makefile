@@ -58,8 +58,18 @@ test: $(VENV)/.installed $(TINY_MODEL) system-deps lint ## Run every check and t
 test-llm-node: $(VENV)/.installed $(TINY_MODEL) ## Only llm-node's tests
 	LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest tests/llm_node
 
-bench: $(VENV)/.installed $(TINY_MODEL) ## Benchmark llm-node against raw gpt4all (prints figures, writes reports/)
-	PYTHONPATH=llm-node $(BIN)/python llm-node/bench/bench.py --model "$(TINY_MODEL)" --threads $(THREADS) --out $(REPORTS_DIR)
+# PEER=1: also measure llama.cpp itself (llama-cpp-python built from source in $(PEER_VENV)).
+PEER        ?= 0
+PEER_VENV   ?= .venv-peer
+PEER_ARGS   := $(if $(filter 1,$(PEER)),--peer $(PEER_VENV)/bin/python)
+
+bench: $(VENV)/.installed $(TINY_MODEL) $(if $(filter 1,$(PEER)),$(PEER_VENV)/.installed) ## Benchmark llm-node against raw gpt4all (PEER=1: and llama.cpp; prints figures, writes reports/)
+	PYTHONPATH=llm-node $(BIN)/python llm-node/bench/bench.py --model "$(TINY_MODEL)" --threads $(THREADS) --out $(REPORTS_DIR) $(PEER_ARGS)
+
+$(PEER_VENV)/.installed: requirements-peer.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_OPENMP=OFF" $(PEER_VENV)/bin/pip install --no-binary llama-cpp-python -r requirements-peer.txt
+	touch $@
 
 clean: ## Remove the virtualenv and caches (keeps the model cache in $(CACHE_DIR))
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(REPORTS_DIR)

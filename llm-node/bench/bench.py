@@ -22,6 +22,9 @@ other jobs share the CPU). One run measures:
    idle node, sent right after): the time the worker took to notice and move on.
 5. resident memory with the model loaded: psutil RSS of the node process (highest sample over
    the run) vs the raw process after the same generations.
+6. long prompts and conversations, the prompt cache on and off: ``conversation.py`` (its own
+   targets, judged there); with ``--peer PYTHON`` (``make bench PEER=1``) also llama.cpp
+   itself: ``peer.py``. ``phase_conversation.py`` makes them one phase.
 
 Modules: ``options.py`` (options, prompt, sampling), ``processes.py`` (the raw worker and the
 node as processes), ``client.py`` (timed HTTP requests, /metrics with prometheus_client's
@@ -57,6 +60,7 @@ from typing import IO
 from cpuload import CpuMeter
 from options import Options, parse_args
 from phase import Phase, Run
+from phase_conversation import describe_conversation, phase_conversation
 from phase_raw import describe_raw_vs_node, phase_raw_vs_node
 from phases import (
     describe_disconnect,
@@ -80,6 +84,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("overload", phase_overload, describe_overload),
     Phase("disconnect", phase_disconnect, describe_disconnect),
     Phase("memory", phase_memory, describe_memory, metered=False),
+    # long prompts, a 6-turn conversation with the prompt cache on and off, PEER=1: llama.cpp
+    Phase("conversation", phase_conversation, describe_conversation, timeout_s=3600),
 )
 
 
@@ -97,12 +103,11 @@ async def run_phases(run: Run, report: Report) -> None:
     for phase in PHASES:
         start = meter.snapshot()
         try:
-            figures = await asyncio.wait_for(phase.measure(run), run.opts.phase_timeout_s)
+            timeout = phase.timeout_s or run.opts.phase_timeout_s
+            figures = await asyncio.wait_for(phase.measure(run), timeout)
         except TimeoutError:
-            raise RuntimeError(
-                f"phase {phase.name} took longer than {run.opts.phase_timeout_s:.0f} s"
-            ) from None
-        report.phases[phase.name] = figures
+            raise RuntimeError(f"phase {phase.name} took longer than {timeout:.0f} s") from None
+        report.phases[phase.name] = run.phases[phase.name] = figures
         if phase.metered:
             load[phase.name] = CpuMeter.foreign_cores(start, meter.snapshot())
 

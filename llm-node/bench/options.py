@@ -42,6 +42,7 @@ class Options:
     bursts: int = 3
     disconnect_trials: int = 5
     n_batch: int | None = None
+    peer: Path | None = None  # the peer's Python (llama-cpp-python), see peer.py
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--reps", type=int, default=9, help="raw vs node pairs (minimum)")
     parser.add_argument("--max-tokens", type=int, default=96, help="tokens per raw/node run")
     parser.add_argument("--n-batch", type=int, default=None, help="default: the node's")
+    parser.add_argument("--peer", type=Path, default=None, help="llama-cpp-python's python")
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"no such model file: {args.model} (run `make model`)")
@@ -62,4 +64,5 @@ def parse_args(argv: list[str] | None) -> Options:
         reps=args.reps,
         max_tokens=args.max_tokens,
         n_batch=args.n_batch,
+        peer=args.peer,
     )

@@ -23,6 +23,7 @@ class Run:
     node: Node
     n_batch: int
     node_rss_samples: list[int] = field(default_factory=list)  # psutil RSS, sampled by phases
+    phases: dict[str, Any] = field(default_factory=dict)  # the figures of the phases run so far
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,4 @@ class Phase:
     measure: Callable[[Run], Awaitable[Any]]  # the figures (JSON-able)
     describe: Callable[[Any, dict[str, Any]], list[str]]  # (figures, environment) -> Markdown
     metered: bool = True  # record the CPU other processes used meanwhile (a disturbed phase)
+    timeout_s: float | None = None  # None: the run's phase_timeout_s

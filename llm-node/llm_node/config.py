@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     # gpt4all too; with 16 that stall was gone and prompts were evaluated faster. Cancellation
     # and the deadline are checked between batches, so a much larger batch would slow them.
     n_batch: int = Field(default=16, ge=1, le=4096)
+    # Keep the KV cache of the previous prompt and evaluate only what a new prompt adds (exact:
+    # the output is the same as without it). Off on a shared deployment whose users must not
+    # learn from response times what others asked (see the README's "Prompt cache").
+    prompt_cache: bool = True
+    # After an answer, when no request waits, evaluate the reply in batches so that the next
+    # turn reuses it too (abandoned at the next token when a request arrives).
+    prompt_cache_refill: bool = True
     queue_size: int = Field(default=8, ge=0)
     # Added to the generation threads' nice value (Linux: per thread), so the API's event loop
     # wins the CPU over generation; 0 = the same priority as the API.

@@ -1,73 +1,54 @@
-"""The only module that touches gpt4all: one worker thread owns the model and serves a queue.
+"""The only module that owns gpt4all: one worker thread owns the model and serves a queue.
 
 gpt4all 2.8.2 is not thread-safe (two concurrent generations crash the process), so a single
 worker thread loads the model and runs generations one at a time. Requests wait in a bounded
-queue; when it is full `submit` refuses at once instead of making the client wait. Generation
-goes through the binding's low-level `llmodel_prompt` with special-token parsing on (the public
-`generate()` turns it off, which breaks chat templates), and its callbacks, which run on the
-worker thread for every prompt and generated token, count real tokens and stop the generation
-as soon as the request is cancelled, past its deadline, at an end-of-turn token, at a `stop`
-string or at `max_tokens`.
+queue; when it is full `submit` refuses at once instead of making the client wait. One
+generation (tokenizing and planning the prompt, the prompt cache, the token callbacks) is
+`llm_node.generation`'s job, run on this worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from llm_node.chat_template import ChatFormat, load_chat_format
 from llm_node.config import Settings
+from llm_node.events import (
+    Delta,
+    Event,
+    Failed,
+    FailureKind,
+    Finished,
+    FinishReason,
+    SamplingParams,
+)
+from llm_node.generation import Generator
 from llm_node.metrics import Metrics
+from llm_node.tokenizer import Tokenizer
+
+# The event types are defined in llm_node.events and re-exported: the routes import them here.
+__all__ = [
+    "Delta",
+    "Engine",
+    "EngineUnavailable",
+    "Event",
+    "Failed",
+    "FailureKind",
+    "FinishReason",
+    "Finished",
+    "Job",
+    "QueueFull",
+    "SamplingParams",
+]
 
 log = logging.getLogger(__name__)
-
-FinishReason = Literal["stop", "length"]
-FailureKind = Literal["cancelled", "deadline", "context_length_exceeded", "shutdown", "internal"]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    stop: tuple[str, ...] = ()
-    max_tokens_explicit: bool = False  # the request sent max_tokens (not the server's default)
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0  # prompt tokens reused from the previous request's context
-
-
-@dataclass(frozen=True)
-class Failed:
-    kind: FailureKind
-    message: str
-    prompt_tokens: int = 0  # for context_length_exceeded: the prompt's size, when known
-    requested_tokens: int = 0  # for context_length_exceeded: the completion tokens asked for
-
-
-Event = Delta | Finished | Failed
 
 
 class EngineUnavailable(Exception):
@@ -111,36 +92,6 @@ class Job:
             self._loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
-class _StopFilter:
-    """Holds back text that may be the start of a stop string; cuts the text before a stop."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop string was found)."""
-        if not self._stops:
-            return text, False
-        pending = self._pending + text
-        cut = min((i for i in (pending.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self._pending = ""
-            return pending[:cut], True
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(pending)), hold, -1):
-                if pending.endswith(stop[:size]):
-                    hold = size
-                    break
-        self._pending = pending[len(pending) - hold :]
-        return pending[: len(pending) - hold], False
-
-    def flush(self) -> str:
-        pending, self._pending = self._pending, ""
-        return pending
-
-
 class Engine:
     """Owns the gpt4all model on one worker thread; `submit` enqueues a `Job` or refuses."""
 
@@ -158,6 +109,8 @@ class Engine:
         # How long the worker spent on each of the last jobs: the wait a refused client is told.
         self._job_seconds: collections.deque[float] = collections.deque(maxlen=16)
         self._model: Any = None
+        self._generator: Generator | None = None
+        self._refilling = False
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         metrics.queue_depth.set_function(lambda: len(self._waiting))
         metrics.queue_capacity.set(settings.queue_size)
@@ -170,6 +123,11 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._loaded.is_set() and not self._stopping
+
+    @property
+    def idle(self) -> bool:
+        """True when the worker has nothing to do: no job running or waiting, no refill."""
+        return self._current is None and not self._waiting and not self._refilling
 
     @property
     def thread_id(self) -> int | None:
@@ -271,10 +229,29 @@ class Engine:
                     job = self._waiting.popleft()
                     self._current = job
                 self._process(job)  # catches what generation raises
+                with self._cond:
+                    self._current = None  # a refill gives way to the next job: count it free
+                self._refill()
         finally:
             with self._cond:
                 self._current = None
             self._close()
+
+    def _busy(self) -> bool:
+        return bool(self._waiting) or self._stopping
+
+    def _refill(self) -> None:
+        """Between jobs, when none waits: let the prompt cache take in the last reply."""
+        if self._generator is None or self._busy():
+            return
+        self._refilling = True
+        try:
+            self._generator.refill(self._busy)
+        except Exception:
+            log.exception("prompt cache refill failed")
+            self._generator.cache.invalidate()
+        finally:
+            self._refilling = False
 
     def _load(self) -> None:
         path = self.settings.model_path
@@ -301,7 +278,13 @@ class Engine:
         if not _pyllmodel.llmodel.llmodel_isModelLoaded(model.model.model):
             model.close()
             raise RuntimeError("gpt4all could not load the file (unsupported or corrupt GGUF?)")
+        try:
+            tokenizer = Tokenizer(path)
+        except Exception:
+            model.close()
+            raise
         self._model = model
+        self._generator = Generator(model, tokenizer, self.chat_format, self.settings, self.metrics)
         self.metrics.model_loaded.set(1)
         self.metrics.model_info.labels(
             model=self.settings.served_model_name,
@@ -322,6 +305,9 @@ class Engine:
     def _close(self) -> None:
         self._loaded.clear()
         self.metrics.model_loaded.set(0)
+        if self._generator is not None:
+            self._generator.tokenizer.close()
+            self._generator = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -337,114 +323,11 @@ class Engine:
         self.metrics.inflight.set(1)
         started = time.monotonic()
         try:
-            self._generate(job)
+            assert self._generator is not None  # the worker serves jobs only once loaded
+            self._generator.run(job)  # marks the prompt cache invalid when it raises
         except Exception:
             log.exception("generation failed")
             job.emit(Failed("internal", "the generation failed"))
         finally:
             self.metrics.inflight.set(0)
             self._job_seconds.append(time.monotonic() - started)
-
-    def _generate(self, job: Job) -> None:
-        from gpt4all import _pyllmodel
-
-        llmodel = self._model.model
-        params = job.params
-        stop_ids = self.chat_format.stop_token_ids
-        n_ctx = self.settings.n_ctx
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopFilter(params.stop)
-        prompt_tokens = 0
-        completion_tokens = 0
-        first_at = last_at = 0.0
-        finish: FinishReason = "stop"
-        failure: Failed | None = None
-
-        def interrupted() -> bool:
-            nonlocal failure
-            if job.cancelled:
-                failure = Failed("cancelled", "the client went away")
-            elif time.monotonic() > job.deadline:
-                failure = Failed("deadline", "the request took longer than the deadline")
-            return failure is not None
-
-        def on_prompt_token(_token_id: int) -> bool:
-            nonlocal prompt_tokens
-            prompt_tokens += 1
-            return not interrupted()
-
-        def on_response_token(token_id: int, piece: bytes | None) -> bool:
-            nonlocal completion_tokens, first_at, last_at, finish, failure
-            if token_id < 0:  # the binding reports errors this way (e.g. prompt too long)
-                message = (piece or b"").decode(errors="replace").removeprefix("ERROR: ")
-                failure = Failed("context_length_exceeded", message)
-                return False
-            if interrupted():
-                return False
-            # OpenAI refuses a prompt + explicit max_tokens over the window, not cuts it short.
-            explicit = params.max_tokens_explicit and completion_tokens == 0
-            if explicit and prompt_tokens + params.max_tokens > n_ctx:
-                failure = Failed(
-                    "context_length_exceeded",
-                    "the prompt and max_tokens do not fit in the context window",
-                    prompt_tokens=prompt_tokens,
-                    requested_tokens=params.max_tokens,
-                )
-                return False
-            if token_id in stop_ids:
-                return False
-            completion_tokens += 1
-            last_at = time.monotonic()
-            if completion_tokens == 1:
-                first_at = last_at
-            text, stopped = stops.feed(decoder.decode(piece or b""))
-            if text:
-                job.emit(Delta(text))
-            if stopped:
-                return False
-            if completion_tokens >= params.max_tokens or prompt_tokens + completion_tokens >= n_ctx:
-                finish = "length"
-                return False
-            return True
-
-        if params.temperature <= 0:  # greedy: keep only the most likely token
-            temp, top_k = 1.0, 1
-        else:
-            temp, top_k = params.temperature, params.top_k
-        llmodel._set_context(
-            n_predict=params.max_tokens,
-            top_k=top_k,
-            top_p=params.top_p,
-            min_p=0.0,
-            temp=temp,
-            n_batch=self.settings.n_batch,
-            repeat_penalty=params.repeat_penalty,
-            repeat_last_n=params.repeat_last_n,
-            context_erase=0.75,
-            reset_context=True,
-        )
-        _pyllmodel.llmodel.llmodel_prompt(
-            llmodel.model,
-            ctypes.c_char_p(job.prompt.encode()),
-            # "%1%2": the prompt is already fully formatted ("%1" alone makes gpt4all append "\n\n")
-            ctypes.c_char_p(b"%1%2"),
-            _pyllmodel.PromptCallback(on_prompt_token),
-            _pyllmodel.ResponseCallback(on_response_token),
-            True,
-            llmodel.context,
-            job.special,
-            ctypes.c_char_p(),
-        )
-        self.metrics.prompt_tokens.inc(prompt_tokens)
-        self.metrics.generated_tokens.inc(completion_tokens)
-        if completion_tokens >= 2 and last_at > first_at:
-            self.metrics.decode_rate.observe((completion_tokens - 1) / (last_at - first_at))
-        if failure is not None:
-            if failure.kind == "cancelled":
-                self.metrics.cancellations.inc()
-            job.emit(failure)
-            return
-        tail = stops.flush() + decoder.decode(b"", final=True)
-        if tail:
-            job.emit(Delta(tail))
-        job.emit(Finished(finish, prompt_tokens, completion_tokens))

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 # CPU generation: a short answer takes a fraction of a second, a long one minutes.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+PLANNING_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25)
 DECODE_RATE_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500)
 REJECTION_REASONS = ("queue_full", "not_ready", "deadline", "too_large", "invalid", "unauthorized")
 # Statuses every generating endpoint answers sooner or later: success, and busy or not ready.
@@ -85,8 +86,29 @@ class Metrics:
             buckets=DECODE_RATE_BUCKETS,
             registry=r,
         )
-        self.prompt_tokens = Counter("llm_prompt_tokens", "Prompt tokens processed.", registry=r)
+        self.prompt_tokens = Counter(
+            "llm_prompt_tokens",
+            "Prompt tokens processed (evaluated plus reused from the prompt cache).",
+            registry=r,
+        )
+        self.prompt_tokens_cached = Counter(
+            "llm_prompt_tokens_cached",
+            "Prompt tokens reused from the previous prompt's KV cache (part of llm_prompt_tokens).",
+            registry=r,
+        )
+        self.prompt_planning = Histogram(
+            "llm_prompt_planning_seconds",
+            "Time to tokenize a prompt and find the reusable prefix, per request.",
+            buckets=PLANNING_BUCKETS,
+            registry=r,
+        )
         self.generated_tokens = Counter("llm_generated_tokens", "Tokens generated.", registry=r)
+        self.prompt_refill = Histogram(
+            "llm_prompt_refill_seconds",
+            "Time spent after an answer evaluating its reply for the next turn (prompt cache).",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge("llm_queue_depth", "Requests waiting for the model.", registry=r)
         self.queue_capacity = Gauge(
             "llm_queue_capacity", "Requests that may wait before 503 (LLM_QUEUE_SIZE).", registry=r

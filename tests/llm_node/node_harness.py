@@ -26,6 +26,8 @@ BASELINE: dict[str, Any] = {
     "n_threads": 1,  # one thread has no barriers: robust when other jobs share the CPU
     "n_ctx": 1024,
     "n_batch": 8,
+    "prompt_cache": True,
+    "prompt_cache_refill": True,
     "queue_size": 8,
     "worker_nice": 10,
     "request_timeout_seconds": 120.0,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from llm_node.chat_template import CHATML_TEMPLATE, ChatFormat, TemplateError, load_chat_format
-from llm_node.engine import _StopFilter
+from llm_node.stop_filter import StopFilter
 
 # Meta-Llama-3-8B-Instruct's tokenizer.chat_template, verbatim.
 LLAMA3 = (
@@ -117,7 +117,7 @@ def test_invalid_template_syntax_is_a_template_error() -> None:
     ],
 )
 def test_stop_filter(pieces: list[str], stops: tuple[str, ...], expected: tuple[str, bool]) -> None:
-    stop_filter = _StopFilter(stops)
+    stop_filter = StopFilter(stops)
     emitted, stopped = "", False
     for piece in pieces:
         text, stopped = stop_filter.feed(piece)
