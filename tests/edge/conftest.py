@@ -83,8 +83,8 @@ def edge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("edge")
 
 
-@pytest.fixture(scope="session")
-def llm_node(edge_dir: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def start_llm_node(log: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """The real llm-node (`python -m llm_node`) on the tiny model; yields its base URL."""
     model = os.environ.get("LLM_TEST_MODEL", "")
     if not model or not Path(model).is_file():
@@ -97,15 +97,23 @@ def llm_node(edge_dir: Path) -> Iterator[str]:
         "LLM_PORT": str(port),
         "LLM_N_THREADS": "2",
         "LLM_LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
     argv = [sys.executable, "-m", "llm_node"]
     url = f"http://127.0.0.1:{port}"
-    with procs.running("llm-node", argv, edge_dir / "llm-node.log", env) as program:
+    with procs.running("llm-node", argv, log, env) as program:
         program.wait_until(
             lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 200,
             "model loaded (/ready 200)",
             timeout=180,
         )
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llm_node(edge_dir: Path) -> Iterator[str]:
+    """The real llm-node on the tiny model, without API keys (the default deployment)."""
+    with start_llm_node(edge_dir / "llm-node.log") as url:
         yield url
 
 
@@ -228,9 +236,11 @@ def start_traefik(
     llm_node_url: str,
     grafana_port: int,
     challenge: str,
+    edge_api_key: str = "",
 ) -> Iterator[Edge]:
     """The real Traefik with the project's configuration, holding Pebble certificates for
-    llm.edge.test and monitoring.edge.test (obtained with `challenge`)."""
+    llm.edge.test and monitoring.edge.test (obtained with `challenge`). With `edge_api_key`,
+    the routers are those of a deployment with API keys (traefik/LABELS.md)."""
     traefik = procs.require_programs("traefik")["traefik"]
     internal_port = procs.free_port()
     variables = traefik_variables(workdir, pebble, internal_port)
@@ -246,6 +256,7 @@ def start_traefik(
         domain=DOMAIN,
         llm_node_port=llm_node_url.rsplit(":", 1)[1],
         grafana_port=grafana_port,
+        edge_api_key=edge_api_key,
     )
     argv = [traefik, f"--configFile={workdir / 'traefik.yml'}"]
     env = {"LEGO_CA_CERTIFICATES": str(pebble["ca"])}
