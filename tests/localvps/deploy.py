@@ -103,6 +103,11 @@ def write_inventory(
         "vault_monitoring_grafana_admin_password": secrets.token_urlsafe(18),
         # SSH only from our side of the veth pair, like admin CIDRs on a real server.
         "common_admin_cidrs": [str(machine.subnet)],
+        # As Terraform's inventory: the cloud firewall is the SSH gate (tests/localvps/day2.py
+        # stands in for it), the authorised keys are exactly its ssh_public_keys.
+        "common_ssh_source_gate": "cloud",
+        "common_deploy_user_authorized_keys": [machine.key.with_suffix(".pub").read_text().strip()],
+        "common_deploy_user_authorized_keys_exclusive": True,
         # swapon in the container would add swap to the machine running the test.
         "common_swap_size_mb": 0,
         # Let's Encrypt -> Pebble on the host side of the veth pair.

@@ -44,6 +44,9 @@ SSH_OPTS = [
     "ConnectTimeout=3",
     "-o",
     "BatchMode=yes",
+    # Only the key given with -i, whatever an agent holds (MaxAuthTries, fail2ban).
+    "-o",
+    "IdentitiesOnly=yes",
 ]
 
 
