@@ -4,6 +4,9 @@ locals {
   inventory_vars = {
     deploy_user     = var.deploy_user
     admin_cidrs     = var.admin_cidrs
+    ssh_public_keys = var.ssh_public_keys
+    ssh_family      = var.ssh_address_family
+    identity_file   = var.ssh_identity_file
     domain          = var.domain
     llm_fqdn        = local.llm_fqdn
     monitoring_fqdn = local.monitoring_fqdn

@@ -40,7 +40,7 @@ output "dns_nameservers" {
 
 output "ssh_command" {
   description = "Command to log in to the first server as the deploy user."
-  value       = "ssh ${var.deploy_user}@${local.ipv4_address}"
+  value       = "ssh ${var.deploy_user}@${var.ssh_address_family == "ipv6" ? local.ipv6_address : local.ipv4_address}"
 }
 
 output "ansible_inventory" {

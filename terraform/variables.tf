@@ -130,6 +130,28 @@ variable "admin_cidrs" {
   }
 }
 
+variable "ssh_address_family" {
+  type        = string
+  description = "Which of the server's addresses Ansible connects to (the inventory's ansible_host): \"ipv4\" or \"ipv6\" (for an admin network without IPv4)."
+  default     = "ipv4"
+
+  validation {
+    condition     = contains(["ipv4", "ipv6"], var.ssh_address_family)
+    error_message = "ssh_address_family must be \"ipv4\" or \"ipv6\"."
+  }
+
+  validation {
+    condition     = anytrue([for cidr in var.admin_cidrs : strcontains(cidr, ":") == (var.ssh_address_family == "ipv6")])
+    error_message = "No network in admin_cidrs can reach the server's address that ssh_address_family chooses, so Ansible could not connect: with only IPv6 admin networks set ssh_address_family = \"ipv6\", with only IPv4 ones \"ipv4\" (or add a network of that family to admin_cidrs)."
+  }
+}
+
+variable "ssh_identity_file" {
+  type        = string
+  description = "Private key (or its .pub, for a key held in an agent) that Ansible offers, and only that one (IdentitiesOnly), so an agent with many keys cannot trip MaxAuthTries or fail2ban. \"\" = ssh's defaults."
+  default     = ""
+}
+
 variable "allow_ssh_from_anywhere" {
   type        = bool
   description = "Must be true for admin_cidrs to contain 0.0.0.0/0 or ::/0 (SSH open to the world). Keys-only login still applies."

@@ -90,6 +90,71 @@ def test_ssh_command_logs_in_as_the_deploy_user(single_node: dict[str, Any]) -> 
     assert single_node["ssh_command"] == "ssh deploy@203.0.113.10"
 
 
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, ("203.0.113.10", "ssh deploy@203.0.113.10")),
+        (
+            {"ssh_address_family": "ipv6", "admin_cidrs": ["2001:db8:1::/48"]},
+            ("2001:db8:10::1", "ssh deploy@2001:db8:10::1"),
+        ),
+    ],
+    ids=["ipv4", "ipv6"],
+)
+def test_ansible_host_and_ssh_command_follow_ssh_address_family(
+    evaluate: Evaluate,
+    ansible_inventory_bin: Path,
+    tmp_path: Path,
+    variables: dict[str, Any],
+    expected: tuple[str, str],
+) -> None:
+    outputs = evaluate(variables)
+    listed = ansible_inventory_list(ansible_inventory_bin, outputs["ansible_inventory"], tmp_path)
+    host = listed["_meta"]["hostvars"]["llm-1"]
+    assert (host["ansible_host"], outputs["ssh_command"]) == expected
+
+
+def test_inventory_makes_the_authorised_keys_exactly_ssh_public_keys(
+    evaluate: Evaluate, ansible_inventory_bin: Path, tmp_path: Path
+) -> None:
+    keys = [sample_ssh_key("first"), sample_ssh_key("second")]
+    inventory = evaluate({"ssh_public_keys": keys})["ansible_inventory"]
+    listed = ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path, ANSIBLE_DIR)
+    host = listed["_meta"]["hostvars"]["llm-1"]
+    assert (
+        host["common_deploy_user_authorized_keys"],
+        host["common_deploy_user_authorized_keys_exclusive"],
+    ) == (keys, True)
+
+
+def test_inventory_makes_the_cloud_firewall_the_ssh_gate(
+    single_node_listing: dict[str, Any],
+) -> None:
+    host = single_node_listing["_meta"]["hostvars"]["llm-1"]
+    assert host["common_ssh_source_gate"] == "cloud"
+
+
+@pytest.mark.parametrize(
+    ("identity_file", "expected"),
+    [("", (None, None)), ("~/.ssh/llm.pub", ("~/.ssh/llm.pub", "-o IdentitiesOnly=yes"))],
+    ids=["ssh-defaults", "only-the-deploy-key"],
+)
+def test_inventory_offers_only_the_deploy_key_when_given(
+    evaluate: Evaluate,
+    ansible_inventory_bin: Path,
+    tmp_path: Path,
+    identity_file: str,
+    expected: tuple[str | None, str | None],
+) -> None:
+    inventory = evaluate({"ssh_identity_file": identity_file})["ansible_inventory"]
+    listed = ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path, ANSIBLE_DIR)
+    host = listed["_meta"]["hostvars"]["llm-1"]
+    assert (
+        host.get("ansible_ssh_private_key_file"),
+        host.get("ansible_ssh_common_args"),
+    ) == expected
+
+
 def test_no_private_network_with_one_node(single_node: dict[str, Any]) -> None:
     assert single_node["private_ips"] == []
 
