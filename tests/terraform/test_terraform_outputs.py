@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tfcheck import resources, sample_ssh_key
+from tfcheck import resources, sample_host_keys, sample_ssh_key
 
 Evaluate = Callable[..., dict[str, Any]]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
@@ -87,16 +87,19 @@ def test_fqdns_and_url(single_node: dict[str, Any]) -> None:
 
 
 def test_ssh_command_logs_in_as_the_deploy_user(single_node: dict[str, Any]) -> None:
-    assert single_node["ssh_command"] == "ssh deploy@203.0.113.10"
+    known_hosts = single_node["ansible_inventory_path"].replace("terraform.yml", "known_hosts")
+    assert (
+        single_node["ssh_command"] == f"ssh -o UserKnownHostsFile={known_hosts} deploy@203.0.113.10"
+    )
 
 
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        ({}, ("203.0.113.10", "ssh deploy@203.0.113.10")),
+        ({}, ("203.0.113.10", "deploy@203.0.113.10")),
         (
             {"ssh_address_family": "ipv6", "admin_cidrs": ["2001:db8:1::/48"]},
-            ("2001:db8:10::1", "ssh deploy@2001:db8:10::1"),
+            ("2001:db8:10::1", "deploy@2001:db8:10::1"),
         ),
     ],
     ids=["ipv4", "ipv6"],
@@ -111,7 +114,7 @@ def test_ansible_host_and_ssh_command_follow_ssh_address_family(
     outputs = evaluate(variables)
     listed = ansible_inventory_list(ansible_inventory_bin, outputs["ansible_inventory"], tmp_path)
     host = listed["_meta"]["hostvars"]["llm-1"]
-    assert (host["ansible_host"], outputs["ssh_command"]) == expected
+    assert (host["ansible_host"], outputs["ssh_command"].rsplit(" ", 1)[1]) == expected
 
 
 def test_inventory_makes_the_authorised_keys_exactly_ssh_public_keys(
@@ -136,7 +139,7 @@ def test_inventory_makes_the_cloud_firewall_the_ssh_gate(
 
 @pytest.mark.parametrize(
     ("identity_file", "expected"),
-    [("", (None, None)), ("~/.ssh/llm.pub", ("~/.ssh/llm.pub", "-o IdentitiesOnly=yes"))],
+    [("", (None, False)), ("~/.ssh/llm.pub", ("~/.ssh/llm.pub", True))],
     ids=["ssh-defaults", "only-the-deploy-key"],
 )
 def test_inventory_offers_only_the_deploy_key_when_given(
@@ -144,14 +147,14 @@ def test_inventory_offers_only_the_deploy_key_when_given(
     ansible_inventory_bin: Path,
     tmp_path: Path,
     identity_file: str,
-    expected: tuple[str | None, str | None],
+    expected: tuple[str | None, bool],
 ) -> None:
     inventory = evaluate({"ssh_identity_file": identity_file})["ansible_inventory"]
     listed = ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path, ANSIBLE_DIR)
     host = listed["_meta"]["hostvars"]["llm-1"]
     assert (
         host.get("ansible_ssh_private_key_file"),
-        host.get("ansible_ssh_common_args"),
+        "-o IdentitiesOnly=yes" in host["ansible_ssh_common_args"].split(" -o ", 1)[-1],
     ) == expected
 
 
@@ -294,9 +297,11 @@ def test_dns_points_at_the_first_node(evaluate: Evaluate) -> None:
 def user_data(evaluate: Evaluate, tf_config: dict[str, dict[str, Any]]) -> str:
     """The servers' user_data expression from main.tf, evaluated by Terraform."""
     (server,) = resources(tf_config, "hcloud_server").values()
+    assert server["user_data"] == "${local.user_data[count.index]}"
     keys = [sample_ssh_key("first@example"), sample_ssh_key("second@example")]
     evaluated = evaluate(
-        {"ssh_public_keys": keys}, extra_outputs={"user_data": server["user_data"]}
+        {"ssh_public_keys": keys},
+        extra_outputs={"user_data": "${nonsensitive(local.user_data[0])}"},
     )
     return evaluated["user_data"]
 
@@ -342,3 +347,35 @@ def test_unattended_upgrades_are_installed_and_enabled(cloud_config: dict[str, A
         True,
         'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
     )
+
+
+def test_known_hosts_pins_each_servers_host_key_to_its_addresses(evaluate: Evaluate) -> None:
+    keys = sample_host_keys(2)
+    keys["2"] = {**keys["2"], "public": sample_ssh_key("server-2")}
+    outputs = evaluate({"node_count": 2, "host_keys": keys})
+    assert outputs["known_hosts"] == (
+        f"203.0.113.10,2001:db8:10::1 {keys['1']['public']}\n"
+        f"203.0.113.11,2001:db8:11::1 {sample_ssh_key('server-2')}\n"
+    )
+
+
+def test_inventory_checks_host_keys_strictly_against_the_known_hosts(
+    single_node: dict[str, Any], single_node_listing: dict[str, Any]
+) -> None:
+    args = single_node_listing["_meta"]["hostvars"]["llm-1"]["ansible_ssh_common_args"]
+    known_hosts = single_node["ansible_inventory_path"].replace("terraform.yml", "known_hosts")
+    assert args.split(" -o IdentitiesOnly")[0] == (
+        f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known_hosts}"
+    )
+
+
+def test_cloud_init_installs_the_projects_host_key_only(
+    cloud_config: dict[str, Any],
+) -> None:
+    expected = sample_host_keys(1)["1"]
+    assert (
+        cloud_config["ssh_deletekeys"],
+        cloud_config["ssh_genkeytypes"],
+        cloud_config["ssh_keys"]["ed25519_public"],
+        cloud_config["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY"),
+    ) == (True, [], expected["public"], True)
