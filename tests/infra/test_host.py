@@ -64,6 +64,13 @@ def test_ssh_is_limited_to_the_admin_cidrs(host: Any, target: Target) -> None:
     assert ssh_rules and all(" saddr " in line for line in ssh_rules)
 
 
+def test_containers_cannot_reach_the_metadata_service(host: Any) -> None:
+    """The user data there holds the server's SSH host key."""
+    with host.sudo():
+        chain = host.check_output("nft -n list chain inet llm_vps_filter forward")
+    assert "ip daddr 169.254.169.254 drop" in chain
+
+
 def _public_listeners(host: Any) -> set[int]:
     """TCP ports listening on an address other than loopback."""
     with host.sudo():

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.localvps.deploy import BIN, _env
-from tests.localvps.vps import REPO, SSH_OPTS, LocalVPS, pick_subnet, run
+from tests.localvps.vps import REPO, LocalVPS, pick_subnet, run
 
 TABLE = "localvps_cloud_firewall"
 
@@ -71,7 +71,7 @@ def public(key: Path) -> str:
 
 def logs_in(machine: LocalVPS, key: Path, source: str) -> bool:
     """Whether deploy@VPS lets `key` in when connecting from `source`, offering only it."""
-    cmd = ["ssh", *SSH_OPTS, "-o", f"BindAddress={source}"]
+    cmd = ["ssh", *machine.ssh_opts, "-o", f"BindAddress={source}"]
     cmd += ["-i", str(key), f"deploy@{machine.addr}", "true"]
     return subprocess.run(cmd, capture_output=True, check=False, timeout=60).returncode == 0
 

@@ -20,7 +20,7 @@ import yaml
 
 from tests.localvps.images import PYTHON_IMAGE
 from tests.localvps.services import ConnectProxy, Pebble
-from tests.localvps.vps import REPO, ROOTFS, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
+from tests.localvps.vps import REPO, ROOTFS, TEST_DOMAIN, LocalVPS, log
 
 BIN = Path(sys.executable).parent
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
@@ -139,7 +139,7 @@ def write_inventory(
                             "ansible_host": machine.addr,
                             "ansible_user": "deploy",
                             "ansible_ssh_private_key_file": str(machine.key),
-                            "ansible_ssh_common_args": " ".join(SSH_OPTS),
+                            "ansible_ssh_common_args": " ".join(machine.ssh_opts),
                         }
                     },
                     "vars": variables,
@@ -159,7 +159,8 @@ def _env() -> dict[str, str]:
         PATH=f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_HOST_KEY_CHECKING="False",
+        # Strict: the inventory's ssh args name the VPS's known_hosts (LocalVPS.ssh_opts).
+        ANSIBLE_HOST_KEY_CHECKING="True",
     )
 
 

@@ -83,8 +83,7 @@ def sample_ssh_key(comment: str = "tester@example") -> str:
 # Values for the required variables that every validation accepts.
 @functools.cache
 def _sample_host_key() -> dict[str, str]:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from host_keys import new_host_key
+    from scripts.host_keys import new_host_key
 
     return new_host_key("sample")
 
