@@ -58,7 +58,7 @@ def day_two(
         api_keys=api_keys,
         source=new_home,
     )
-    with vps.PHASES.phase("site.yml, day 2: new address, 2nd key, API keys"):
+    with vps.PHASES.phase("site.yml, day 2: address, keys, API"):
         first, first_log = deploy.run_site(inventory, workdir / "site-1.log")
     added = (
         day2.logs_in(local_vps, first_key, new_home),
@@ -78,7 +78,7 @@ def day_two(
             api_keys=api_keys,
             source=new_home,
         )
-        with vps.PHASES.phase("site.yml, day 2: first key removed"):
+        with vps.PHASES.phase("site.yml, day 2: key removed"):
             second, second_log = deploy.run_site(inventory, workdir / "site-2.log")
         after = {
             name: day2.logs_in(local_vps, key, new_home)
