@@ -50,11 +50,11 @@ def rebuild(
         pytest.skip("the first deployment did not converge")
     with vps.PHASES.phase("rebuild: new server, same address"):
         local_vps.shutdown()
-        vps.wait_for(
-            f"{local_vps.veth} to go",
-            lambda: not Path(f"/sys/class/net/{local_vps.veth}").exists(),
-            30,
-        )
+        # The kernel may take its time to free the old network namespace: deleting our end
+        # of the veth pair frees the name (and the address) for the new server at once.
+        veth = Path(f"/sys/class/net/{local_vps.veth}")
+        vps.run(["ip", "link", "del", local_vps.veth], check=False)
+        vps.wait_for(f"{local_vps.veth} to go", lambda: not veth.exists(), 60)
         machine = vps.LocalVPS(
             name=local_vps.name,
             workdir=local_vps.workdir.with_name(f"{local_vps.workdir.name}-rebuilt"),
