@@ -120,6 +120,14 @@ def write_day2_inventory(
     return out
 
 
+def fresh_controller(workdir: Path) -> dict[str, str]:
+    """Environment of a controller with no SSH master connection open (ControlPersist):
+    every connection is a new one, from the address it binds to, with its host key checked."""
+    control = workdir / f"ssh-control-{len(list(workdir.glob('ssh-control-*')))}"
+    control.mkdir(mode=0o700)
+    return {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(control)}
+
+
 def run_infra_file(inventory: Path, test_file: str) -> subprocess.CompletedProcess[str]:
     """One tests/infra module against the VPS through `inventory`."""
     cmd = [str(BIN / "pytest"), test_file, "-o", "addopts=-ra", "-p", "no:cacheprovider"]

@@ -164,12 +164,15 @@ def _env() -> dict[str, str]:
     )
 
 
-def run_site(inventory: Path, log_path: Path) -> tuple[Recap, str]:
+def run_site(
+    inventory: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[Recap, str]:
     """ansible-playbook site.yml, from ansible/ as a user would; its output goes to log_path."""
     cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml"]
+    env = {**_env(), **(extra_env or {})}
     with log_path.open("w") as out:
         proc = subprocess.run(
-            cmd, cwd=REPO / "ansible", env=_env(), stdout=out, stderr=subprocess.STDOUT, check=False
+            cmd, cwd=REPO / "ansible", env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         )
     text = log_path.read_text()
     recaps = RECAP.findall(text)

@@ -59,7 +59,9 @@ def day_two(
         source=new_home,
     )
     with vps.PHASES.phase("site.yml, day 2: address, keys, API"):
-        first, first_log = deploy.run_site(inventory, workdir / "site-1.log")
+        first, first_log = deploy.run_site(
+            inventory, workdir / "site-1.log", day2.fresh_controller(workdir)
+        )
     added = (
         day2.logs_in(local_vps, first_key, new_home),
         day2.logs_in(local_vps, second_key, new_home),
@@ -79,7 +81,9 @@ def day_two(
             source=new_home,
         )
         with vps.PHASES.phase("site.yml, day 2: key removed"):
-            second, second_log = deploy.run_site(inventory, workdir / "site-2.log")
+            second, second_log = deploy.run_site(
+                inventory, workdir / "site-2.log", day2.fresh_controller(workdir)
+            )
         after = {
             name: day2.logs_in(local_vps, key, new_home)
             for name, key in (("run", local_vps.key), ("first", first_key), ("second", second_key))

@@ -10,6 +10,8 @@ without a prompt. A host presenting any other key is refused.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from tests.localvps import deploy, images, vps
+from tests.localvps.day2 import fresh_controller
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +52,11 @@ def rebuild(
     if site_runs.second is None or site_runs.second.failed:
         pytest.skip("the first deployment did not converge")
     with vps.PHASES.phase("rebuild: new server, same address"):
-        local_vps.shutdown()
+        # The old server is deleted, not shut down: kill its init, and with it everything
+        # in its namespaces.
+        assert local_vps.proc is not None
+        os.kill(local_vps.leader, signal.SIGKILL)
+        local_vps.proc.wait(timeout=60)
         # The kernel may take its time to free the old network namespace: deleting our end
         # of the veth pair frees the name (and the address) for the new server at once.
         veth = Path(f"/sys/class/net/{local_vps.veth}")
@@ -72,7 +79,9 @@ def rebuild(
         images.install_docker(machine)
         assert images.build_all(machine) == vps_images
     with vps.PHASES.phase("rebuild: site.yml with the unchanged inventory"):
-        site, site_log = deploy.run_site(site_runs.inventory, machine.workdir / "site-1.log")
+        site, site_log = deploy.run_site(
+            site_runs.inventory, machine.workdir / "site-1.log", fresh_controller(machine.workdir)
+        )
     # An impostor on the same address: any key the project did not make.
     machine.ssh(
         "sudo rm -f /etc/ssh/ssh_host_* && sudo ssh-keygen -q -t ed25519 -N '' "
@@ -81,9 +90,12 @@ def rebuild(
     impostor_ssh = subprocess.run(
         machine.ssh_cmd("true"), capture_output=True, text=True, check=False, timeout=60
     )
+    # A controller without the SSH master connection site.yml left open (ControlPersist):
+    # a new connection, whose host key is checked.
     ping = [str(deploy.BIN / "ansible"), "all", "-i", str(site_runs.inventory), "-m", "ping"]
+    env = {**deploy._env(), **fresh_controller(machine.workdir)}
     impostor_ansible = subprocess.run(
-        ping, env=deploy._env(), capture_output=True, text=True, check=False, timeout=120
+        ping, env=env, capture_output=True, text=True, check=False, timeout=120
     )
     return Rebuild(
         machine, site_runs.inventory, scanned, site, site_log, impostor_ssh, impostor_ansible
