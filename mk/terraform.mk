@@ -14,7 +14,7 @@ CHECKOV_VENV := $(VENV)-checkov
 # tests/terraform/test_secrets.py runs this checkov.
 export CHECKOV_BIN := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: terraform-cli tf-init tf-validate tf-plan tf-apply tf-destroy checkov-venv secret-scan
+.PHONY: host-keys terraform-cli tf-init tf-validate tf-plan tf-apply tf-destroy checkov-venv secret-scan
 
 # The tf-* targets install the bundled Terraform only when they are going to run it.
 TF_NEEDS     := $(if $(filter $(TF_CLI),$(TF)),terraform-cli)
@@ -36,10 +36,13 @@ tf-validate: $(TF_NEEDS) ## terraform init -backend=false and terraform validate
 	$(TF) -chdir=$(TF_DIR) init -backend=false -input=false
 	$(TF) -chdir=$(TF_DIR) validate
 
-tf-plan: tf-init ## Show what tf-apply would change in Hetzner Cloud (needs HCLOUD_TOKEN)
+tf-plan: tf-init host-keys ## Show what tf-apply would change in Hetzner Cloud (needs HCLOUD_TOKEN)
 	$(TF) -chdir=$(TF_DIR) plan $(TF_FLAGS)
 
-tf-apply: tf-init ## Create or update the servers, firewall, DNS and ansible/inventory/terraform.yml
+host-keys: $(VENV)/.installed ## Make the servers' SSH host keys once (terraform/host-keys.auto.tfvars.json, 0600; tf-plan/tf-apply run it)
+	$(BIN)/python scripts/host_keys.py
+
+tf-apply: tf-init host-keys ## Create or update the servers, firewall, DNS, ansible/inventory/terraform.yml and known_hosts
 	$(TF) -chdir=$(TF_DIR) apply $(TF_FLAGS)
 
 tf-destroy: $(TF_NEEDS) ## Delete everything Terraform created (apply delete_protection=false first)

@@ -15,6 +15,15 @@ locals {
   }
 
   multi_node = var.node_count > 1
+
+  # First-boot setup of each server, with its own host key from var.host_keys.
+  user_data = [
+    for index in range(var.node_count) : templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
+      deploy_user     = var.deploy_user
+      ssh_public_keys = var.ssh_public_keys
+      host_key        = lookup(var.host_keys, tostring(index + 1), null)
+    })
+  ]
 }
 
 resource "hcloud_ssh_key" "this" {
@@ -60,10 +69,7 @@ resource "hcloud_server" "this" {
   labels      = local.labels
   ssh_keys    = [for key in hcloud_ssh_key.this : key.id]
 
-  user_data = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
-    deploy_user     = var.deploy_user
-    ssh_public_keys = var.ssh_public_keys
-  })
+  user_data = local.user_data[count.index]
 
   # Attached at creation, so the server is never reachable without the firewall.
   firewall_ids = [hcloud_firewall.this.id]
@@ -86,7 +92,8 @@ resource "hcloud_server" "this" {
 
   lifecycle {
     # Keys and user data only matter at first boot: changing them later must not
-    # destroy a running server. Ansible manages authorized keys from then on.
+    # destroy a running server. Ansible manages authorized keys from then on; a rebuilt
+    # server gets the same host key (var.host_keys), so known_hosts stays right.
     ignore_changes = [ssh_keys, user_data]
   }
 }

@@ -40,7 +40,7 @@ output "dns_nameservers" {
 
 output "ssh_command" {
   description = "Command to log in to the first server as the deploy user."
-  value       = "ssh ${var.deploy_user}@${local.ipv4_address}"
+  value       = "ssh -o UserKnownHostsFile=${local.known_hosts_path} ${var.deploy_user}@${var.ssh_address_family == "ipv6" ? local.ipv6_address : local.ipv4_address}"
 }
 
 output "ansible_inventory" {
@@ -51,4 +51,9 @@ output "ansible_inventory" {
 output "ansible_inventory_path" {
   description = "Path of the inventory file written for ansible-playbook -i."
   value       = abspath(local_file.ansible_inventory.filename)
+}
+
+output "known_hosts" {
+  description = "known_hosts lines of the servers (addresses and host key), also written to ansible/inventory/known_hosts."
+  value       = local.known_hosts
 }

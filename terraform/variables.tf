@@ -130,6 +130,49 @@ variable "admin_cidrs" {
   }
 }
 
+variable "ssh_address_family" {
+  type        = string
+  description = "Which of the server's addresses Ansible connects to (the inventory's ansible_host): \"ipv4\" or \"ipv6\" (for an admin network without IPv4)."
+  default     = "ipv4"
+
+  validation {
+    condition     = contains(["ipv4", "ipv6"], var.ssh_address_family)
+    error_message = "ssh_address_family must be \"ipv4\" or \"ipv6\"."
+  }
+
+  validation {
+    condition     = anytrue([for cidr in var.admin_cidrs : strcontains(cidr, ":") == (var.ssh_address_family == "ipv6")])
+    error_message = "No network in admin_cidrs can reach the server's address that ssh_address_family chooses, so Ansible could not connect: with only IPv6 admin networks set ssh_address_family = \"ipv6\", with only IPv4 ones \"ipv4\" (or add a network of that family to admin_cidrs)."
+  }
+}
+
+variable "ssh_identity_file" {
+  type        = string
+  description = "Private key (or its .pub, for a key held in an agent) that Ansible offers, and only that one (IdentitiesOnly), so an agent with many keys cannot trip MaxAuthTries or fail2ban. \"\" = ssh's defaults."
+  default     = ""
+}
+
+variable "host_keys" {
+  type = map(object({
+    private = string
+    public  = string
+  }))
+  description = "SSH host key of each server by number (\"1\" is <name>-1), made once by scripts/host_keys.py into host-keys.auto.tfvars.json (make tf-apply runs it first). cloud-init installs it and Terraform writes ansible/inventory/known_hosts, so Ansible connects with StrictHostKeyChecking=yes, also after a rebuild."
+  sensitive   = true
+  # Not a plain required variable: {} gets the message below, which says how to make them.
+  default = {}
+
+  validation {
+    condition     = alltrue([for i in range(var.node_count) : contains(keys(var.host_keys), tostring(i + 1))])
+    error_message = "host_keys has no SSH host key for every server (1 to node_count). Run `make tf-apply`, which runs `python3 scripts/host_keys.py` first, or run that script yourself before terraform plan/apply."
+  }
+
+  validation {
+    condition     = alltrue([for key in values(var.host_keys) : can(regex("^ssh-ed25519 AAAA[A-Za-z0-9+/]+={0,3}( [^\\n]*)?$", key.public)) && startswith(key.private, "-----BEGIN OPENSSH PRIVATE KEY-----")])
+    error_message = "Each entry of host_keys must be an ed25519 key pair in OpenSSH format, as scripts/host_keys.py writes them (public: \"ssh-ed25519 AAAA...\", private: an OpenSSH private key)."
+  }
+}
+
 variable "allow_ssh_from_anywhere" {
   type        = bool
   description = "Must be true for admin_cidrs to contain 0.0.0.0/0 or ::/0 (SSH open to the world). Keys-only login still applies."

@@ -85,8 +85,8 @@ def edge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("edge")
 
 
-@pytest.fixture(scope="session")
-def llm_node(edge_dir: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def start_llm_node(log: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """The real llm-node (`python -m llm_node`) on the tiny model; yields its base URL."""
     model = os.environ.get("LLM_TEST_MODEL", "")
     if not model or not Path(model).is_file():
@@ -99,15 +99,23 @@ def llm_node(edge_dir: Path) -> Iterator[str]:
         "LLM_PORT": str(port),
         "LLM_N_THREADS": "2",
         "LLM_LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
     argv = [sys.executable, "-m", "llm_node"]
     url = f"http://127.0.0.1:{port}"
-    with procs.running("llm-node", argv, edge_dir / "llm-node.log", env) as program:
+    with procs.running("llm-node", argv, log, env) as program:
         program.wait_until(
             lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 200,
             "model loaded (/ready 200)",
             timeout=180,
         )
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llm_node(edge_dir: Path) -> Iterator[str]:
+    """The real llm-node on the tiny model, without API keys (the default deployment)."""
+    with start_llm_node(edge_dir / "llm-node.log") as url:
         yield url
 
 
@@ -230,9 +238,11 @@ def start_traefik(
     llm_node_url: str,
     grafana_port: int,
     challenge: str,
+    edge_api_key: str = "",
 ) -> Iterator[Edge]:
     """The real Traefik with the project's configuration, holding Pebble certificates for
-    llm.edge.test and monitoring.edge.test (obtained with `challenge`)."""
+    llm.edge.test and monitoring.edge.test (obtained with `challenge`). With `edge_api_key`,
+    the routers are those of a deployment with API keys (traefik/LABELS.md)."""
     traefik = procs.require_programs("traefik")["traefik"]
     internal_port = support.free_port()
     variables = traefik_variables(workdir, pebble, internal_port)
@@ -246,7 +256,14 @@ def start_traefik(
     # Alertmanager do not run behind this Traefik: their routers point at a closed port.
     closed = f"http://127.0.0.1:{support.free_port()}"
     compose_files = labels.render_compose_files(
-        workdir, {"llm_node_fqdn": LLM_HOST, "monitoring_fqdn": MONITORING_HOST}
+        workdir,
+        {
+            "llm_node_fqdn": LLM_HOST,
+            "monitoring_fqdn": MONITORING_HOST,
+            # With API keys, the role renders the bearer-key router and the edge-key header.
+            "llm_node_api_keys": ["a-vault-key"] if edge_api_key else [],
+            "llm_node_edge_api_key": edge_api_key,
+        },
     )
     routers = labels.file_provider_config(
         compose_files,

@@ -25,6 +25,8 @@ CANONICAL = {
     "entrypoints": "entryPoints",
     "certresolver": "certResolver",
     "stripprefix": "stripPrefix",
+    "customrequestheaders": "customRequestHeaders",
+    "authorization": "Authorization",
 }
 LIST_VALUES = {"entrypoints", "middlewares", "prefixes"}  # comma-separated in a label
 # The label paths (after `traefik.http.<kind>.<name>.`) this module translates.
@@ -35,8 +37,12 @@ KNOWN = {
         ("middlewares",),
         ("service",),
         ("tls", "certresolver"),
+        ("priority",),
     },
-    "middlewares": {("stripprefix", "prefixes")},
+    "middlewares": {
+        ("stripprefix", "prefixes"),
+        ("headers", "customrequestheaders", "authorization"),
+    },
 }
 
 
@@ -82,7 +88,14 @@ def render_compose_files(workdir: Path, overrides: dict[str, Any]) -> dict[str, 
 
 def _value(name: str, value: str) -> Any:
     if name in LIST_VALUES:
-        return [item.strip() for item in value.split(",") if item.strip()]
+        # A middleware the labels declare (`@docker`) is, in the file provider, `@file`.
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return [
+            item.removesuffix("@docker") + "@file" if item.endswith("@docker") else item
+            for item in items
+        ]
+    if name == "priority":
+        return int(value)
     return value
 
 

@@ -25,6 +25,7 @@ inventory variables (with an ansible:// host), in that order:
 | --skip-dns             | VERIFY_SKIP_DNS=1             | verify_skip_dns: true               |
 | --model-file           | VERIFY_MODEL_FILE             | llm_node_model_file                 |
 | --model-checksum       | VERIFY_MODEL_CHECKSUM         | llm_node_model_checksum             |
+| (never an option)      | VERIFY_API_KEY                | first of vault_llm_node_api_keys    |
 
 The verify_* inventory variables are for test inventories (the local VPS: Pebble's root
 CA, a domain without public DNS); the roles never read them.
@@ -140,6 +141,9 @@ def target(request: pytest.FixtureRequest, host: Any) -> Target:
             "VERIFY_MODEL_CHECKSUM",
             inv.get("llm_node_model_checksum", DEFAULT_MODEL_CHECKSUM),
         ),
+        api_key=os.environ.get("VERIFY_API_KEY")
+        or next(iter(inv.get("vault_llm_node_api_keys") or []), None),
+        ssh_source_gate=str(inv.get("common_ssh_source_gate", "host")),
     )
 
 

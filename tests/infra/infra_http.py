@@ -50,8 +50,10 @@ def request(
     auth: tuple[str, str] | None = None,
     body: bytes | None = None,
     ca_bundle: str | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> Response:
     headers = {"Host": fqdn if port in (80, 443) else f"{fqdn}:{port}", "Connection": "close"}
+    headers.update(extra_headers or {})
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"

@@ -25,3 +25,7 @@ class Target:
     check_dns: bool
     model_file: str
     model_checksum: str
+    # A bearer key of vault_llm_node_api_keys (None: the deployment has none, or not given).
+    api_key: str | None = None
+    # common_ssh_source_gate: "cloud" when a cloud firewall, not the host, limits SSH sources.
+    ssh_source_gate: str = "host"

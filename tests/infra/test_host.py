@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from infra_support import Target
 
 
 def _in_container(host: Any) -> bool:
@@ -56,9 +57,18 @@ def test_firewall_accepts_only_ssh_http_and_https(host: Any) -> None:
     assert ports == {22, 80, 443}
 
 
-def test_ssh_is_limited_to_the_admin_cidrs(host: Any) -> None:
+def test_ssh_is_limited_to_the_admin_cidrs(host: Any, target: Target) -> None:
+    if target.ssh_source_gate == "cloud":
+        pytest.skip("common_ssh_source_gate is cloud: the Hetzner firewall limits SSH sources")
     ssh_rules = [line for line in _input_chain(host).splitlines() if "dport 22 " in line]
     assert ssh_rules and all(" saddr " in line for line in ssh_rules)
+
+
+def test_containers_cannot_reach_the_metadata_service(host: Any) -> None:
+    """The user data there holds the server's SSH host key."""
+    with host.sudo():
+        chain = host.check_output("nft -n list chain inet llm_vps_filter forward")
+    assert "ip daddr 169.254.169.254 drop" in chain
 
 
 def _public_listeners(host: Any) -> set[int]:

@@ -20,7 +20,7 @@ import yaml
 
 from tests.localvps.images import PYTHON_IMAGE
 from tests.localvps.services import ConnectProxy, Pebble
-from tests.localvps.vps import REPO, ROOTFS, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
+from tests.localvps.vps import REPO, ROOTFS, TEST_DOMAIN, LocalVPS, log
 
 BIN = Path(sys.executable).parent
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
@@ -103,6 +103,11 @@ def write_inventory(
         "vault_monitoring_grafana_admin_password": secrets.token_urlsafe(18),
         # SSH only from our side of the veth pair, like admin CIDRs on a real server.
         "common_admin_cidrs": [str(machine.subnet)],
+        # As Terraform's inventory: the cloud firewall is the SSH gate (tests/localvps/day2.py
+        # stands in for it), the authorised keys are exactly its ssh_public_keys.
+        "common_ssh_source_gate": "cloud",
+        "common_deploy_user_authorized_keys": [machine.key.with_suffix(".pub").read_text().strip()],
+        "common_deploy_user_authorized_keys_exclusive": True,
         # swapon in the container would add swap to the machine running the test.
         "common_swap_size_mb": 0,
         # Let's Encrypt -> Pebble on the host side of the veth pair.
@@ -134,7 +139,7 @@ def write_inventory(
                             "ansible_host": machine.addr,
                             "ansible_user": "deploy",
                             "ansible_ssh_private_key_file": str(machine.key),
-                            "ansible_ssh_common_args": " ".join(SSH_OPTS),
+                            "ansible_ssh_common_args": " ".join(machine.ssh_opts),
                         }
                     },
                     "vars": variables,
@@ -154,16 +159,20 @@ def _env() -> dict[str, str]:
         PATH=f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_HOST_KEY_CHECKING="False",
+        # Strict: the inventory's ssh args name the VPS's known_hosts (LocalVPS.ssh_opts).
+        ANSIBLE_HOST_KEY_CHECKING="True",
     )
 
 
-def run_site(inventory: Path, log_path: Path) -> tuple[Recap, str]:
+def run_site(
+    inventory: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[Recap, str]:
     """ansible-playbook site.yml, from ansible/ as a user would; its output goes to log_path."""
     cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), "site.yml"]
+    env = {**_env(), **(extra_env or {})}
     with log_path.open("w") as out:
         proc = subprocess.run(
-            cmd, cwd=REPO / "ansible", env=_env(), stdout=out, stderr=subprocess.STDOUT, check=False
+            cmd, cwd=REPO / "ansible", env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         )
     text = log_path.read_text()
     recaps = RECAP.findall(text)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.host_keys import known_hosts_line, new_host_key
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE_DIR = Path(os.environ.get("LLM_VPS_CACHE", Path.home() / ".cache" / "llm-vps")) / "localvps"
@@ -33,17 +35,19 @@ VETH_RANGE = ipaddress.ip_network("10.213.0.0/16")
 APT_CACHER_PORT = 13142
 # The zone the tests deploy: Pebble issues certificates for llm. and monitoring. in it.
 TEST_DOMAIN = "llmvps.test"
+# Host keys are checked strictly against the known_hosts of each VPS (LocalVPS.ssh_opts):
+# the project makes the host key before the VPS boots, as scripts/host_keys.py does for a
+# real server, so there is never a prompt and never an unchecked key.
 SSH_OPTS = [
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
     "-o",
     "LogLevel=ERROR",
     "-o",
     "ConnectTimeout=3",
     "-o",
     "BatchMode=yes",
+    # Only the key given with -i, whatever an agent holds (MaxAuthTries, fail2ban).
+    "-o",
+    "IdentitiesOnly=yes",
 ]
 
 
@@ -176,6 +180,11 @@ class LocalVPS:
     hosts: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     leader: int = 0
+    # The project's host key of this server (scripts/host_keys.py); a rebuild passes the
+    # one of the server it replaces, as Terraform hands the same key to the new server.
+    host_key: dict[str, str] | None = None
+    # The deploy login key; a rebuild keeps the one of the server it replaces.
+    login_key: Path | None = None
 
     @property
     def host_addr(self) -> str:
@@ -191,7 +200,16 @@ class LocalVPS:
 
     @property
     def key(self) -> Path:
-        return self.workdir / "id_ed25519"
+        return self.login_key or self.workdir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.workdir / "known_hosts"
+
+    @property
+    def ssh_opts(self) -> list[str]:
+        strict = ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return [*strict, *SSH_OPTS]
 
     @property
     def veth(self) -> str:
@@ -203,8 +221,23 @@ class LocalVPS:
         self.workdir.mkdir(parents=True)
         self.stack.callback(self._remove_workdir)
         run(["cp", "-a", "--reflink=auto", str(ROOTFS), str(self.rootfs)])
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "localvps", "-f", str(self.key)])
+        if self.login_key is None:
+            run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "localvps",
+                    "-f",
+                    str(self.key),
+                ]
+            )
         root = self.rootfs
+        self.install_host_key()
         (root / "etc/hostname").write_text(f"{self.name}\n")
         hosts = [f"127.0.1.1 {self.name}"] + [f"{ip} {n}" for n, ip in self.hosts.items()]
         with (root / "etc/hosts").open("a") as fh:
@@ -227,6 +260,20 @@ class LocalVPS:
         (root / "etc/apt/apt.conf.d/00localvps-proxy").write_text(
             f'Acquire::http::Proxy "http://{self.host_addr}:{APT_CACHER_PORT}";\n'
         )
+
+    def install_host_key(self) -> None:
+        """What cloud-init does with Terraform's host_keys: only the project's key, known in
+        advance; and what Terraform writes: the known_hosts line for the address."""
+        if self.host_key is None:
+            self.host_key = new_host_key(self.name)
+        ssh = self.rootfs / "etc/ssh"
+        for old in ssh.glob("ssh_host_*"):
+            old.unlink()
+        private = ssh / "ssh_host_ed25519_key"
+        private.write_text(self.host_key["private"])
+        private.chmod(0o600)
+        (ssh / "ssh_host_ed25519_key.pub").write_text(self.host_key["public"] + "\n")
+        self.known_hosts.write_text(known_hosts_line([self.addr], self.host_key["public"]))
 
     def _remove_workdir(self) -> None:
         if os.environ.get("LOCALVPS_KEEP"):
@@ -301,7 +348,7 @@ class LocalVPS:
 
     # -- talking to it -----------------------------------------------------------------
     def ssh_cmd(self, *args: str) -> list[str]:
-        return ["ssh", *SSH_OPTS, "-i", str(self.key), f"deploy@{self.addr}", *args]
+        return ["ssh", *self.ssh_opts, "-i", str(self.key), f"deploy@{self.addr}", *args]
 
     def ssh(self, script: str, check: bool = True, timeout: float = 900) -> str:
         result = run(self.ssh_cmd(script), check=check, timeout=timeout)

@@ -171,7 +171,11 @@ def test_server_ignores_later_changes_to_keys_and_user_data(tf_config: Config) -
 
 
 def test_server_user_data_is_the_cloud_init_template(tf_config: Config) -> None:
-    assert "templates/cloud-init.yaml.tftpl" in server(tf_config)["user_data"]
+    (main_locals,) = tf_config["main.tf"]["locals"]
+    assert (
+        server(tf_config)["user_data"],
+        "templates/cloud-init.yaml.tftpl" in main_locals["user_data"],
+    ) == ("${local.user_data[count.index]}", True)
 
 
 def test_private_network_only_with_more_than_one_node(tf_config: Config) -> None:
@@ -222,13 +226,30 @@ def test_default_ttl_is_short(tf_config: Config) -> None:
 
 
 def test_inventory_is_written_where_ansible_expects_it(tf_config: Config) -> None:
-    (inventory,) = resources(tf_config, "local_file").values()
+    inventory = resources(tf_config, "local_file")["ansible_inventory"]
     assert literal(inventory["filename"]) == "${path.module}/../ansible/inventory/terraform.yml"
 
 
-def test_written_inventory_is_git_ignored() -> None:
+def test_known_hosts_is_written_next_to_the_inventory(tf_config: Config) -> None:
+    (inventory_locals,) = tf_config["inventory.tf"]["locals"]
+    known_hosts = resources(tf_config, "local_file")["known_hosts"]
+    assert (literal(known_hosts["filename"]), inventory_locals["known_hosts_path"]) == (
+        "${local.known_hosts_path}",
+        '${abspath("${path.module}/../ansible/inventory/known_hosts")}',
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "ansible/inventory/terraform.yml",
+        "ansible/inventory/known_hosts",
+        "terraform/host-keys.auto.tfvars.json",
+    ],
+)
+def test_written_inventory_known_hosts_and_host_keys_are_git_ignored(path: str) -> None:
     ignored = (TF_DIR.parent / ".gitignore").read_text().splitlines()
-    assert "ansible/inventory/terraform.yml" in ignored
+    assert path in ignored
 
 
 @pytest.mark.parametrize("pattern", ["*.tfstate", "*.tfvars", ".terraform/"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tfcheck import resources, sample_ssh_key
+from tfcheck import resources, sample_host_keys, sample_ssh_key
 
 Evaluate = Callable[..., dict[str, Any]]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
@@ -87,7 +87,10 @@ def test_fqdns_and_url(single_node: dict[str, Any]) -> None:
 
 
 def test_ssh_command_logs_in_as_the_deploy_user(single_node: dict[str, Any]) -> None:
-    assert single_node["ssh_command"] == "ssh deploy@203.0.113.10"
+    known_hosts = single_node["ansible_inventory_path"].replace("terraform.yml", "known_hosts")
+    assert (
+        single_node["ssh_command"] == f"ssh -o UserKnownHostsFile={known_hosts} deploy@203.0.113.10"
+    )
 
 
 def test_no_private_network_with_one_node(single_node: dict[str, Any]) -> None:
@@ -229,9 +232,11 @@ def test_dns_points_at_the_first_node(evaluate: Evaluate) -> None:
 def user_data(evaluate: Evaluate, tf_config: dict[str, dict[str, Any]]) -> str:
     """The servers' user_data expression from main.tf, evaluated by Terraform."""
     (server,) = resources(tf_config, "hcloud_server").values()
+    assert server["user_data"] == "${local.user_data[count.index]}"
     keys = [sample_ssh_key("first@example"), sample_ssh_key("second@example")]
     evaluated = evaluate(
-        {"ssh_public_keys": keys}, extra_outputs={"user_data": server["user_data"]}
+        {"ssh_public_keys": keys},
+        extra_outputs={"user_data": "${nonsensitive(local.user_data[0])}"},
     )
     return evaluated["user_data"]
 
@@ -277,3 +282,15 @@ def test_unattended_upgrades_are_installed_and_enabled(cloud_config: dict[str, A
         True,
         'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
     )
+
+
+def test_cloud_init_installs_the_projects_host_key_only(
+    cloud_config: dict[str, Any],
+) -> None:
+    expected = sample_host_keys(1)["1"]
+    assert (
+        cloud_config["ssh_deletekeys"],
+        cloud_config["ssh_genkeytypes"],
+        cloud_config["ssh_keys"]["ed25519_public"],
+        cloud_config["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY"),
+    ) == (True, [], expected["public"], True)

@@ -15,6 +15,7 @@ does that first.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -80,10 +81,24 @@ def sample_ssh_key(comment: str = "tester@example") -> str:
 
 
 # Values for the required variables that every validation accepts.
+@functools.cache
+def _sample_host_key() -> dict[str, str]:
+    from scripts.host_keys import new_host_key
+
+    return new_host_key("sample")
+
+
+def sample_host_keys(count: int = 10) -> dict[str, dict[str, str]]:
+    """host_keys as scripts/host_keys.py writes them, made at run time (no key material in
+    git); one pair for every server, the same during a test run: only the shape matters."""
+    return {str(i): dict(_sample_host_key()) for i in range(1, count + 1)}
+
+
 BASE_VARS: dict[str, Any] = {
     "domain": "example.com",
     "ssh_public_keys": [sample_ssh_key()],
     "admin_cidrs": ["198.51.100.7/32"],
+    "host_keys": sample_host_keys(),
 }
 
 
