@@ -7,6 +7,7 @@ locals {
     domain          = var.domain
     llm_fqdn        = local.llm_fqdn
     monitoring_fqdn = local.monitoring_fqdn
+    nameservers     = local.zone_nameservers
     hosts = [
       for index, server in hcloud_server.this : {
         name       = server.name

@@ -101,6 +101,7 @@ def site_runs(
         proxy_url=stand_ins.proxy.url,
         apt_proxy_url=f"http://{local_vps.host_addr}:{vps.APT_CACHER_PORT}",
         issuing_root=stand_ins.pebble.issuing_root(),
+        dns_resolver=(stand_ins.pebble.bind, stand_ins.pebble.dns_port),
     )
     with vps.PHASES.phase("site.yml, first run"):
         first, _ = deploy.run_site(inventory, local_vps.workdir / "site-1.log")

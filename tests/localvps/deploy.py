@@ -77,6 +77,7 @@ def write_inventory(
     proxy_url: str,
     apt_proxy_url: str,
     issuing_root: str,
+    dns_resolver: tuple[str, int] | None = None,
 ) -> tuple[Path, dict[str, object]]:
     """Inventory in the shape terraform writes, plus the test's variables and secrets."""
     password = secrets.token_urlsafe(18)
@@ -108,6 +109,17 @@ def write_inventory(
         # Let's Encrypt -> Pebble on the host side of the veth pair.
         "traefik_acme_ca_server": pebble_directory,
         "traefik_acme_ca_certificates": Path(pebble_listener_ca).read_text(),
+        # Public DNS -> pebble-challtestsrv, for the traefik role's first-start DNS gate.
+        **(
+            {
+                "traefik_dns_resolvers": [dns_resolver[0]],
+                "traefik_dns_resolver_port": dns_resolver[1],
+                "traefik_dns_wait_seconds": 20,
+                "traefik_dns_gate_interval_seconds": 5,
+            }
+            if dns_resolver
+            else {}
+        ),
         # Docker Hub -> images built in the VPS (tests/localvps/images.py).
         **images,
         "traefik_pull": "never",

@@ -277,3 +277,14 @@ def test_unattended_upgrades_are_installed_and_enabled(cloud_config: dict[str, A
         True,
         'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n',
     )
+
+
+@pytest.mark.parametrize("create_zone", [True, False], ids=["created-zone", "existing-zone"])
+def test_inventory_names_the_zone_nameservers_for_the_first_deploy_message(
+    evaluate: Evaluate, ansible_inventory_bin: Path, tmp_path: Path, create_zone: bool
+) -> None:
+    """The playbook's DNS gate tells the user where to delegate the domain."""
+    evaluated = evaluate({"create_dns_zone": create_zone})
+    listed = ansible_inventory_list(ansible_inventory_bin, evaluated["ansible_inventory"], tmp_path)
+    host = listed["_meta"]["hostvars"]["llm-1"]
+    assert host["llm_dns_nameservers"] == evaluated["dns_nameservers"]
