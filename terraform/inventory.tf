@@ -14,6 +14,8 @@ locals {
         ipv4       = hcloud_primary_ip.ipv4[index].ip_address
         ipv6       = cidrhost(hcloud_primary_ip.ipv6[index].ip_network, 1)
         private_ip = local.multi_node ? cidrhost(hcloud_network_subnet.this[0].ip_range, index + 10) : ""
+        # The volume's stable device path (/dev/disk/by-id/scsi-0HC_Volume_<id>); "" = none.
+        data_volume_device = length(hcloud_volume.data) > 0 ? hcloud_volume.data[index].linux_device : ""
       }
     ]
   }

@@ -20,7 +20,7 @@ import yaml
 
 from tests.localvps.images import PYTHON_IMAGE
 from tests.localvps.services import ConnectProxy, Pebble
-from tests.localvps.vps import REPO, ROOTFS, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
+from tests.localvps.vps import DATA_DIR, REPO, ROOTFS, SSH_OPTS, TEST_DOMAIN, LocalVPS, log
 
 BIN = Path(sys.executable).parent
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
@@ -104,6 +104,9 @@ def write_inventory(
         "vault_monitoring_grafana_admin_password": secrets.token_urlsafe(18),
         # SSH only from our side of the veth pair, like admin CIDRs on a real server.
         "common_admin_cidrs": [str(machine.subnet)],
+        # The data volume is a bind-mounted host directory (conftest.py): the same variable
+        # a real server's playbook run gets, without a device to mount.
+        "llm_data_dir": DATA_DIR,
         # swapon in the container would add swap to the machine running the test.
         "common_swap_size_mb": 0,
         # Let's Encrypt -> Pebble on the host side of the veth pair.

@@ -33,6 +33,8 @@ VETH_RANGE = ipaddress.ip_network("10.213.0.0/16")
 APT_CACHER_PORT = 13142
 # The zone the tests deploy: Pebble issues certificates for llm. and monitoring. in it.
 TEST_DOMAIN = "llmvps.test"
+# Where the VPS sees its "data volume" (a bind-mounted host directory; see conftest.py).
+DATA_DIR = "/srv/llm-vps-data"
 SSH_OPTS = [
     "-o",
     "StrictHostKeyChecking=no",
@@ -174,6 +176,8 @@ class LocalVPS:
     subnet: ipaddress.IPv4Network
     stack: contextlib.ExitStack
     hosts: dict[str, str] = field(default_factory=dict)
+    # systemd-nspawn --bind=HOST:CONTAINER, e.g. a host directory playing the data volume.
+    binds: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     leader: int = 0
 
@@ -253,6 +257,7 @@ class LocalVPS:
             "--console=read-only",
             "--resolv-conf=off",
             "--system-call-filter=@keyring bpf",
+            *(f"--bind={bind}" for bind in self.binds),
         ]
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
