@@ -11,12 +11,15 @@ locals {
     domain          = var.domain
     llm_fqdn        = local.llm_fqdn
     monitoring_fqdn = local.monitoring_fqdn
+    nameservers     = local.zone_nameservers
     hosts = [
       for index, server in hcloud_server.this : {
         name       = server.name
         ipv4       = hcloud_primary_ip.ipv4[index].ip_address
         ipv6       = cidrhost(hcloud_primary_ip.ipv6[index].ip_network, 1)
         private_ip = local.multi_node ? cidrhost(hcloud_network_subnet.this[0].ip_range, index + 10) : ""
+        # The volume's stable device path (/dev/disk/by-id/scsi-0HC_Volume_<id>); "" = none.
+        data_volume_device = length(hcloud_volume.data) > 0 ? hcloud_volume.data[index].linux_device : ""
       }
     ]
   }

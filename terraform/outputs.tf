@@ -33,6 +33,16 @@ output "llm_url" {
   value       = "https://${local.llm_fqdn}/v1"
 }
 
+output "data_volume_ids" {
+  description = "Id of each server's persistent data volume (empty when data_volume_size_gb is 0); it survives a server rebuild."
+  value       = hcloud_volume.data[*].id
+}
+
+output "data_volume_devices" {
+  description = "Device path of each data volume on its server, by its stable id (what the playbook mounts)."
+  value       = hcloud_volume.data[*].linux_device
+}
+
 output "dns_nameservers" {
   description = "Hetzner name servers of the zone: the domain's NS records at the registrar must list these for the names to resolve."
   value       = local.zone_nameservers

@@ -228,3 +228,14 @@ variable "delete_protection" {
   description = "Protect the primary IPs (and a zone created here) against deletion, so DNS and addresses survive a rebuild. Set to false and apply before terraform destroy."
   default     = true
 }
+
+variable "data_volume_size_gb" {
+  type        = number
+  description = "Size in GB of the persistent data volume of each server (model, certificates, monitoring data; kept when a server is replaced); 0 = none, the data stays on the server's own disk."
+  default     = 15
+
+  validation {
+    condition     = var.data_volume_size_gb == 0 || (var.data_volume_size_gb >= 10 && var.data_volume_size_gb <= 10240 && floor(var.data_volume_size_gb) == var.data_volume_size_gb)
+    error_message = "data_volume_size_gb must be 0 (no volume) or a whole number of GB from 10 (Hetzner's smallest volume) to 10240; the model alone takes 4.7 GB, and changing it needs room for two."
+  }
+}

@@ -55,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--basic-auth-user", default=None, help="basic-auth user name")
     group.addoption("--no-grafana", action="store_true", help="the stack runs without Grafana")
     group.addoption("--skip-dns", action="store_true", help="do not check the DNS records")
-    group.addoption("--model-file", default=None, help="model file name in /opt/llm-vps/models")
+    group.addoption("--model-file", default=None, help="model file name (in the /models mount)")
     group.addoption("--model-checksum", default=None, help="algorithm:hex of the model file")
 
 

@@ -87,15 +87,29 @@ def test_llm_node_has_no_route_to_the_internet(host: Any) -> None:
     assert all(internal.values()), internal
 
 
+def _mounted_from(host: Any, container: str, destination: str) -> str:
+    """The host directory a container's destination is mounted from: the data volume's
+    directory (group_vars), or wherever a hand-made inventory put it."""
+    mounts = {m["Destination"]: m["Source"] for m in _inspect(host, container)["Mounts"]}
+    assert destination in mounts, f"{container} has no mount at {destination}"
+    return str(mounts[destination])
+
+
+def _acme_json(host: Any) -> str:
+    return f"{_mounted_from(host, 'traefik', '/etc/traefik/acme')}/acme.json"
+
+
 def test_acme_json_is_private(host: Any) -> None:
+    path = _acme_json(host)
     with host.sudo():
-        acme = host.file(f"{STACK_DIR}/traefik/acme/acme.json")
+        acme = host.file(path)
         assert (acme.mode, acme.user) == (0o600, "root")
 
 
 def test_acme_json_holds_the_certificate_of_the_api(host: Any, target: Target) -> None:
+    path = _acme_json(host)
     with host.sudo():
-        content = host.file(f"{STACK_DIR}/traefik/acme/acme.json").content_string
+        content = host.file(path).content_string
     assert target.llm_fqdn in content
 
 
@@ -107,7 +121,7 @@ def test_basic_auth_users_file_is_private(host: Any) -> None:
 
 def test_model_file_matches_its_checksum(host: Any, target: Target) -> None:
     algorithm, _, expected = target.model_checksum.partition(":")
-    path = f"{STACK_DIR}/models/{target.model_file}"
+    path = f"{_mounted_from(host, 'llm-node', '/models')}/{target.model_file}"
     with host.sudo():
         actual = host.check_output(f"{algorithm}sum {path}").split()[0]
     assert actual == expected

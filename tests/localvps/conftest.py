@@ -55,6 +55,10 @@ def local_vps(localvps_stack: contextlib.ExitStack) -> vps.LocalVPS:
             hosts={f"{n}.{vps.TEST_DOMAIN}": str(subnet[2]) for n in ("llm", "monitoring")},
         )
         machine.prepare()
+        # The data volume of a Hetzner server: a host directory that outlives the container
+        # (test_localvps_rebuild_keeps_data.py boots a second container on it).
+        (machine.workdir / "data").mkdir()
+        machine.binds.append(f"{machine.workdir / 'data'}:{vps.DATA_DIR}")
         machine.boot()
         vps.AptCacher(bind=machine.host_addr, workdir=machine.workdir, stack=localvps_stack).start()
         machine.wait_for_ssh()
@@ -101,6 +105,7 @@ def site_runs(
         proxy_url=stand_ins.proxy.url,
         apt_proxy_url=f"http://{local_vps.host_addr}:{vps.APT_CACHER_PORT}",
         issuing_root=stand_ins.pebble.issuing_root(),
+        dns_resolver=(stand_ins.pebble.bind, stand_ins.pebble.dns_port),
     )
     with vps.PHASES.phase("site.yml, first run"):
         first, _ = deploy.run_site(inventory, local_vps.workdir / "site-1.log")

@@ -20,7 +20,7 @@ import yaml
 
 from tests.localvps.images import PYTHON_IMAGE
 from tests.localvps.services import ConnectProxy, Pebble
-from tests.localvps.vps import REPO, ROOTFS, TEST_DOMAIN, LocalVPS, log
+from tests.localvps.vps import DATA_DIR, REPO, ROOTFS, TEST_DOMAIN, LocalVPS, log
 
 BIN = Path(sys.executable).parent
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
@@ -77,6 +77,7 @@ def write_inventory(
     proxy_url: str,
     apt_proxy_url: str,
     issuing_root: str,
+    dns_resolver: tuple[str, int] | None = None,
 ) -> tuple[Path, dict[str, object]]:
     """Inventory in the shape terraform writes, plus the test's variables and secrets."""
     password = secrets.token_urlsafe(18)
@@ -108,11 +109,25 @@ def write_inventory(
         "common_ssh_source_gate": "cloud",
         "common_deploy_user_authorized_keys": [machine.key.with_suffix(".pub").read_text().strip()],
         "common_deploy_user_authorized_keys_exclusive": True,
+        # The data volume is a bind-mounted host directory (conftest.py): the same variable
+        # a real server's playbook run gets, without a device to mount.
+        "llm_data_dir": DATA_DIR,
         # swapon in the container would add swap to the machine running the test.
         "common_swap_size_mb": 0,
         # Let's Encrypt -> Pebble on the host side of the veth pair.
         "traefik_acme_ca_server": pebble_directory,
         "traefik_acme_ca_certificates": Path(pebble_listener_ca).read_text(),
+        # Public DNS -> pebble-challtestsrv, for the traefik role's first-start DNS gate.
+        **(
+            {
+                "traefik_dns_resolvers": [dns_resolver[0]],
+                "traefik_dns_resolver_port": dns_resolver[1],
+                "traefik_dns_wait_seconds": 20,
+                "traefik_dns_gate_interval_seconds": 5,
+            }
+            if dns_resolver
+            else {}
+        ),
         # Docker Hub -> images built in the VPS (tests/localvps/images.py).
         **images,
         "traefik_pull": "never",

@@ -64,11 +64,13 @@ class Pebble:
         self._make_listener_certificate(d)
         dns_port = free_port()
         self.mgmt_port = free_port()
+        # The VPS asks this DNS too (the traefik role's DNS gate), on our side of the veth.
+        self.dns_port, self.chall_mgmt_port = dns_port, free_port()
         chall = subprocess.Popen(
             [
                 "pebble-challtestsrv",
                 "-dns01",
-                f"127.0.0.1:{dns_port}",
+                f"127.0.0.1:{dns_port},{self.bind}:{dns_port}",
                 "-http01",
                 "",
                 "-https01",
@@ -76,7 +78,7 @@ class Pebble:
                 "-tlsalpn01",
                 "",
                 "-management",
-                f"127.0.0.1:{free_port()}",
+                f"127.0.0.1:{self.chall_mgmt_port}",
                 "-defaultIPv4",
                 self.vps_addr,
                 "-defaultIPv6",

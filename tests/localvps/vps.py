@@ -35,6 +35,8 @@ VETH_RANGE = ipaddress.ip_network("10.213.0.0/16")
 APT_CACHER_PORT = 13142
 # The zone the tests deploy: Pebble issues certificates for llm. and monitoring. in it.
 TEST_DOMAIN = "llmvps.test"
+# Where the VPS sees its "data volume" (a bind-mounted host directory; see conftest.py).
+DATA_DIR = "/srv/llm-vps-data"
 # Host keys are checked strictly against the known_hosts of each VPS (LocalVPS.ssh_opts):
 # the project makes the host key before the VPS boots, as scripts/host_keys.py does for a
 # real server, so there is never a prompt and never an unchecked key.
@@ -178,6 +180,8 @@ class LocalVPS:
     subnet: ipaddress.IPv4Network
     stack: contextlib.ExitStack
     hosts: dict[str, str] = field(default_factory=dict)
+    # systemd-nspawn --bind=HOST:CONTAINER, e.g. a host directory playing the data volume.
+    binds: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     leader: int = 0
     # The project's host key of this server (scripts/host_keys.py); a rebuild passes the
@@ -300,6 +304,7 @@ class LocalVPS:
             "--console=read-only",
             "--resolv-conf=off",
             "--system-call-filter=@keyring bpf",
+            *(f"--bind={bind}" for bind in self.binds),
         ]
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True

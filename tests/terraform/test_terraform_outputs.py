@@ -294,3 +294,14 @@ def test_cloud_init_installs_the_projects_host_key_only(
         cloud_config["ssh_keys"]["ed25519_public"],
         cloud_config["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY"),
     ) == (True, [], expected["public"], True)
+
+
+@pytest.mark.parametrize("create_zone", [True, False], ids=["created-zone", "existing-zone"])
+def test_inventory_names_the_zone_nameservers_for_the_first_deploy_message(
+    evaluate: Evaluate, ansible_inventory_bin: Path, tmp_path: Path, create_zone: bool
+) -> None:
+    """The playbook's DNS gate tells the user where to delegate the domain."""
+    evaluated = evaluate({"create_dns_zone": create_zone})
+    listed = ansible_inventory_list(ansible_inventory_bin, evaluated["ansible_inventory"], tmp_path)
+    host = listed["_meta"]["hostvars"]["llm-1"]
+    assert host["llm_dns_nameservers"] == evaluated["dns_nameservers"]

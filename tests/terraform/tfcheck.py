@@ -64,6 +64,12 @@ SAMPLE_RESOURCES = """
     name                      = var.domain
     authoritative_nameservers = { assigned = ["oxygen.ns.example.net."] }
   }]
+  fake_hcloud_volume_data = [
+    for i in range(var.data_volume_size_gb > 0 ? var.node_count : 0) : {
+      id           = 100000 + i
+      linux_device = "/dev/disk/by-id/scsi-0HC_Volume_${100000 + i}"
+    }
+  ]
   fake_local_file_ansible_inventory = {
     filename = "${path.module}/../ansible/inventory/terraform.yml"
   }

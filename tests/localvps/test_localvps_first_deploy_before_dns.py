@@ -1,0 +1,137 @@
+"""A first deploy before the domain is delegated: the names resolve elsewhere.
+
+Runs after test_localvps.py on the same VPS (pytest takes the files in name order). Traefik
+and its acme.json are removed, as on a server where Traefik never ran; then pebble-
+challtestsrv (the "public DNS" of the test) answers a foreign address for the names, and
+site.yml runs. Traefik must not be started, so Pebble gets no order at all, and the run
+must say what to do. Once the answers are corrected, the certificate must come with no
+further step: the role's llm-vps-dns-gate.timer starts Traefik.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.localvps import acme_probe, deploy, vps
+
+pytestmark = pytest.mark.slow
+
+ELSEWHERE = "192.0.2.10"  # TEST-NET-1: an address that is certainly not the VPS
+NAMES = [f"llm.{vps.TEST_DOMAIN}", f"monitoring.{vps.TEST_DOMAIN}"]
+TRAEFIK_RUNNING = "sudo docker ps -q --filter name=^traefik$ --filter status=running"
+
+
+@dataclass
+class BeforeDNS:
+    converge: deploy.Recap
+    converge_log: str
+    running_after_converge: str
+    orders_during_wrong_dns: int
+    again: deploy.Recap
+    again_log: str
+    running_while_waiting: str
+    certificate: dict[str, object] | None
+    orders_after_fix: int
+
+
+@pytest.fixture(scope="module")
+def before_dns(
+    site_runs: deploy.SiteRuns, local_vps: vps.LocalVPS, stand_ins: deploy.StandIns
+) -> BeforeDNS:
+    if site_runs.second is None:
+        pytest.skip("the main converge failed")
+    pebble = stand_ins.pebble
+    root = pebble.issuing_root()
+    with vps.PHASES.phase("first deploy before DNS"):
+        # A server where Traefik never ran: no container, no certificates.
+        local_vps.ssh(
+            "cd /opt/llm-vps/traefik && sudo docker compose down"
+            f" && sudo rm -f {vps.DATA_DIR}/traefik/acme.json"
+        )
+        acme_probe.point_names_at(pebble, NAMES, ELSEWHERE)
+        orders_before = acme_probe.orders(pebble)
+        try:
+            converge, converge_log = deploy.run_site(
+                site_runs.inventory, local_vps.workdir / "site-before-dns.log"
+            )
+            running = local_vps.ssh(TRAEFIK_RUNNING).strip()
+            # A user running the playbook again while waiting changes nothing either.
+            again, again_log = deploy.run_site(
+                site_runs.inventory, local_vps.workdir / "site-before-dns-2.log"
+            )
+            running_while_waiting = local_vps.ssh(TRAEFIK_RUNNING).strip()
+            orders_wrong = acme_probe.orders(pebble) - orders_before
+        finally:
+            acme_probe.restore_names(pebble, NAMES)
+        certificate = None
+        deadline = time.monotonic() + 180
+        while certificate is None and time.monotonic() < deadline:
+            time.sleep(2)
+            certificate = acme_probe.served_certificate(local_vps.addr, NAMES[0], root)
+    return BeforeDNS(
+        converge,
+        converge_log,
+        running,
+        orders_wrong,
+        again,
+        again_log,
+        running_while_waiting,
+        certificate,
+        acme_probe.orders(pebble) - orders_before,
+    )
+
+
+def test_first_deploy_before_dns_converges(before_dns: BeforeDNS) -> None:
+    assert (before_dns.converge.failed, before_dns.converge.unreachable) == (0, 0)
+
+
+def test_first_deploy_before_dns_does_not_start_traefik(before_dns: BeforeDNS) -> None:
+    assert before_dns.running_after_converge == ""
+
+
+def words(text: str) -> str:
+    """The text with every run of white space as one space (Ansible wraps long messages)."""
+    return " ".join(text.split())
+
+
+def test_first_deploy_before_dns_says_which_name_resolves_where(before_dns: BeforeDNS) -> None:
+    expected = f"llm.{vps.TEST_DOMAIN}: resolves to {ELSEWHERE}, which is not this server"
+    assert expected in words(before_dns.converge_log)
+
+
+def test_first_deploy_before_dns_says_what_to_delegate_and_that_nothing_else_is_needed(
+    before_dns: BeforeDNS,
+) -> None:
+    log = words(before_dns.converge_log)
+    assert "set its NS records to" in log
+    assert "llm-vps-dns-gate.timer on the server checks every 5 s and starts Traefik" in log
+
+
+def test_first_deploy_before_dns_orders_no_certificate_while_dns_is_wrong(
+    before_dns: BeforeDNS,
+) -> None:
+    assert before_dns.orders_during_wrong_dns == 0
+
+
+def test_first_deploy_before_dns_a_second_run_while_waiting_changes_nothing(
+    before_dns: BeforeDNS,
+) -> None:
+    assert (before_dns.again.failed, before_dns.again.changed) == (0, 0), deploy.changed_tasks(
+        before_dns.again_log
+    )
+    assert before_dns.running_while_waiting == ""
+
+
+def test_first_deploy_before_dns_certificate_comes_once_dns_is_right(
+    before_dns: BeforeDNS,
+) -> None:
+    assert before_dns.certificate is not None, "no certificate from Pebble within 180 s"
+
+
+def test_first_deploy_before_dns_one_order_per_name_once_dns_is_right(
+    before_dns: BeforeDNS,
+) -> None:
+    assert before_dns.orders_after_fix <= len(NAMES)
