@@ -5,6 +5,7 @@ llm-nodes on the tiny model. Certificates come from Pebble, as for the single-no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,6 +55,8 @@ class Node:
             "LLM_HOST": "127.0.0.1",
             "LLM_PORT": str(self.port),
             "LLM_N_THREADS": "1",
+            # No queue: a second request while one generates gets 503 queue_full at once.
+            "LLM_QUEUE_SIZE": "0",
             "LLM_LOG_LEVEL": "warning",
         }
         self.program: procs.Program | None = None
@@ -106,13 +109,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
             node.stop()
 
 
-@pytest.fixture(scope="module")
-def balanced_edge(
-    tmp_path_factory: pytest.TempPathFactory, nodes: dict[str, Node]
+@contextlib.contextmanager
+def start_balanced_edge(
+    workdir: Path, nodes: dict[str, Node], health_interval: str
 ) -> Iterator[Edge]:
     """Traefik with the multi-node route over both nodes, holding a certificate for llm.*."""
     traefik = procs.require_programs("traefik")["traefik"]
-    workdir = tmp_path_factory.mktemp("multi-node-edge")
     with start_pebble(workdir / "pebble") as pebble:
         internal_port = procs.free_port()
         variables = traefik_variables(workdir, pebble, internal_port)
@@ -132,7 +134,7 @@ def balanced_edge(
             dynamic / "llm-nodes.yml",
             traefik_llm_backends=[{"name": n.name, "url": n.url} for n in nodes.values()],
             traefik_llm_fqdn=LLM_HOST,
-            traefik_llm_health_interval=HEALTH_INTERVAL,
+            traefik_llm_health_interval=health_interval,
         )
         argv = [traefik, f"--configFile={workdir / 'traefik.yml'}"]
         env = {"LEGO_CA_CERTIFICATES": str(pebble["ca"])}
@@ -154,6 +156,27 @@ def balanced_edge(
                 lambda: peer_names(edge, LLM_HOST), "a certificate for llm.*", CERT_TIMEOUT
             )
             yield edge
+
+
+@pytest.fixture(scope="module")
+def balanced_edge(
+    tmp_path_factory: pytest.TempPathFactory, nodes: dict[str, Node]
+) -> Iterator[Edge]:
+    """The multi-node edge with a /ready check every second."""
+    workdir = tmp_path_factory.mktemp("multi-node-edge")
+    with start_balanced_edge(workdir, nodes, HEALTH_INTERVAL) as edge:
+        yield edge
+
+
+@pytest.fixture(scope="module")
+def slow_check_edge(
+    tmp_path_factory: pytest.TempPathFactory, nodes: dict[str, Node]
+) -> Iterator[Edge]:
+    """The same, with the /ready check once a minute: whatever keeps a node out of the
+    rotation for the next seconds is the passive check, not /ready."""
+    workdir = tmp_path_factory.mktemp("multi-node-slow-check")
+    with start_balanced_edge(workdir, nodes, "60s") as edge:
+        yield edge
 
 
 def chat(edge: Edge, body: dict[str, object] = SHORT) -> httpx.Response:
@@ -203,6 +226,47 @@ def test_multi_node_a_request_avoids_the_busy_node_and_both_nodes_serve(
     assert stream_still_running, "the stream ended before the second request: nothing tested"
     assert {name: after[name] - before[name] for name in nodes} == dict.fromkeys(nodes, 1)
     assert events[-1] == "data: [DONE]"
+
+
+def test_multi_node_a_node_that_answered_503_is_not_picked_next(
+    slow_check_edge: Edge, nodes: dict[str, Node]
+) -> None:
+    """node-a is kept busy by a stream sent to it directly (not through Traefik, so p2c does
+    not see it), so it answers 503 queue_full: once Traefik has got that 503, the next
+    requests all go to node-b."""
+    busy, idle = nodes[NODES[0]], nodes[NODES[1]]
+    saturated = threading.Event()
+    release = threading.Event()
+
+    def keep_busy() -> None:
+        body = {**LONG, "max_tokens": 1024}
+        with (
+            httpx.Client(timeout=300) as client,
+            client.stream("POST", f"{busy.url}/v1/chat/completions", json=body) as response,
+        ):
+            for line in response.iter_lines():
+                saturated.set()
+                if release.is_set() or line == "data: [DONE]":
+                    break
+
+    holder = threading.Thread(target=keep_busy, daemon=True)
+    holder.start()
+    try:
+        assert saturated.wait(timeout=120), f"{busy.name} did not start generating"
+        statuses = []
+        while 503 not in statuses and len(statuses) < 20:
+            statuses.append(chat(slow_check_edge).status_code)
+        served_before = idle.chat_requests()
+        after_503 = [chat(slow_check_edge).status_code for _ in range(5)]
+        busy_still_generating = busy.metric("llm_inflight_requests") == 1
+        served_after = idle.chat_requests()
+    finally:
+        release.set()
+        holder.join(timeout=300)
+    assert 503 in statuses, f"{busy.name} was never picked in {len(statuses)} requests"
+    assert busy_still_generating, "the stream holding node-a ended early: nothing tested"
+    assert after_503 == [200] * 5
+    assert served_after - served_before == 5
 
 
 def consecutive_successes(edge: Edge, count: int) -> bool:
