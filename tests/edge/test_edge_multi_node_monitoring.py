@@ -32,9 +32,7 @@ def promtool() -> str:
     return procs.require_programs("promtool")["promtool"]
 
 
-def test_multi_node_promtool_cases_of_the_alerts_pass(
-    promtool: str, tmp_path: Path
-) -> None:
+def test_multi_node_promtool_cases_of_the_alerts_pass(promtool: str, tmp_path: Path) -> None:
     render_rules(tmp_path / "rules")
     shutil.copy(MONITORING / "prometheus/tests/multi_node_test.yml", tmp_path)
     result = run([promtool, "test", "rules", "multi_node_test.yml"], cwd=tmp_path)
