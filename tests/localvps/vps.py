@@ -176,6 +176,8 @@ class LocalVPS:
     hosts: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     leader: int = 0
+    # More systemd-nspawn options, e.g. --network-veth-extra for a private network.
+    nspawn_extra: list[str] = field(default_factory=list)
 
     @property
     def host_addr(self) -> str:
@@ -253,6 +255,7 @@ class LocalVPS:
             "--console=read-only",
             "--resolv-conf=off",
             "--system-call-filter=@keyring bpf",
+            *self.nspawn_extra,
         ]
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
