@@ -71,8 +71,9 @@ resource "hcloud_server" "this" {
 
   user_data = local.user_data[count.index]
 
-  # Attached at creation, so the server is never reachable without the firewall.
-  firewall_ids = [hcloud_firewall.this.id]
+  # Attached at creation, so the server is never reachable without the firewall. The
+  # first server is the edge (HTTP and HTTPS); workers get the one without them.
+  firewall_ids = count.index == 0 ? [hcloud_firewall.this.id] : [hcloud_firewall.workers[0].id]
 
   public_net {
     ipv4_enabled = true

@@ -203,7 +203,7 @@ variable "labels" {
 
 variable "node_count" {
   type        = number
-  description = "Number of servers. DNS points at the first one; more than one also creates a private network and subnet, the layout a later scale-out builds on."
+  description = "Number of servers. The first is the edge (Traefik, monitoring, llm-node; DNS points at it); every further one is a worker running llm-node behind it on a private network, created when node_count > 1."
   default     = 1
 
   validation {
@@ -220,6 +220,17 @@ variable "network_ip_range" {
   validation {
     condition     = can(cidrnetmask(var.network_ip_range)) && can(regex("/([89]|1[0-9]|2[0-3])$", var.network_ip_range))
     error_message = "network_ip_range must be an IPv4 CIDR from /8 to /23, such as \"10.42.0.0/16\" (RFC 1918 ranges are the usual choice)."
+  }
+
+  # Hetzner accepts only RFC 1918 ranges for a network; checked here so that a bad range
+  # fails at plan time, not halfway through an apply with node_count > 1.
+  validation {
+    condition = !can(cidrnetmask(var.network_ip_range)) || anytrue([
+      for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] :
+      tonumber(split("/", var.network_ip_range)[1]) >= tonumber(split("/", private)[1])
+      && cidrhost("${split("/", var.network_ip_range)[0]}/${split("/", private)[1]}", 0) == cidrhost(private, 0)
+    ])
+    error_message = "network_ip_range must lie inside a private (RFC 1918) range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16, e.g. \"10.42.0.0/16\". Hetzner refuses other ranges for a private network, which node_count > 1 creates."
   }
 }
 

@@ -189,6 +189,8 @@ class LocalVPS:
     host_key: dict[str, str] | None = None
     # The deploy login key; a rebuild keeps the one of the server it replaces.
     login_key: Path | None = None
+    # More systemd-nspawn options, e.g. --network-veth-extra for a private network.
+    nspawn_extra: list[str] = field(default_factory=list)
 
     @property
     def host_addr(self) -> str:
@@ -305,6 +307,7 @@ class LocalVPS:
             "--resolv-conf=off",
             "--system-call-filter=@keyring bpf",
             *(f"--bind={bind}" for bind in self.binds),
+            *self.nspawn_extra,
         ]
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True

@@ -106,8 +106,7 @@ def test_every_output_is_described(tf_config: Config) -> None:
 
 
 def firewall_rules(tf_config: Config) -> list[dict[str, Any]]:
-    (firewall,) = resources(tf_config, "hcloud_firewall").values()
-    return firewall["rule"]
+    return resources(tf_config, "hcloud_firewall")["this"]["rule"]
 
 
 def test_firewall_opens_exactly_ssh_http_https_and_icmp(tf_config: Config) -> None:
@@ -142,8 +141,30 @@ def server(tf_config: Config) -> dict[str, Any]:
 
 
 def test_servers_get_the_firewall_at_creation(tf_config: Config) -> None:
-    (firewall_name,) = resources(tf_config, "hcloud_firewall")
-    assert server(tf_config)["firewall_ids"] == [f"${{hcloud_firewall.{firewall_name}.id}}"]
+    assert server(tf_config)["firewall_ids"] == (
+        "${count.index == 0 ? [hcloud_firewall.this.id] : [hcloud_firewall.workers[0].id]}"
+    )
+
+
+def test_multi_node_workers_firewall_opens_only_ssh_and_icmp(tf_config: Config) -> None:
+    workers = resources(tf_config, "hcloud_firewall")["workers"]
+    opened = sorted(
+        (literal(rule["direction"]), literal(rule["protocol"]), literal(rule.get("port", '""')))
+        for rule in workers["rule"]
+    )
+    assert opened == [("in", "icmp", ""), ("in", "tcp", "22")]
+
+
+def test_multi_node_workers_firewall_limits_ssh_to_the_admin_networks(tf_config: Config) -> None:
+    workers = resources(tf_config, "hcloud_firewall")["workers"]
+    (ssh,) = [rule for rule in workers["rule"] if literal(rule.get("port", '""')) == "22"]
+    assert ssh["source_ips"] == "${var.admin_cidrs}"
+
+
+def test_multi_node_workers_firewall_exists_only_with_workers(tf_config: Config) -> None:
+    assert resources(tf_config, "hcloud_firewall")["workers"]["count"] == (
+        "${local.multi_node ? 1 : 0}"
+    )
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])

@@ -305,3 +305,41 @@ def test_inventory_names_the_zone_nameservers_for_the_first_deploy_message(
     listed = ansible_inventory_list(ansible_inventory_bin, evaluated["ansible_inventory"], tmp_path)
     host = listed["_meta"]["hostvars"]["llm-1"]
     assert host["llm_dns_nameservers"] == evaluated["dns_nameservers"]
+
+
+def test_multi_node_one_node_is_the_edge_and_the_only_llm_node(
+    single_node_listing: dict[str, Any],
+) -> None:
+    groups = {name: single_node_listing[name]["hosts"] for name in ("edge", "llm_nodes")}
+    assert groups == {"edge": ["llm-1"], "llm_nodes": ["llm-1"]}
+
+
+@pytest.fixture
+def three_node_listing(
+    evaluate: Evaluate, ansible_inventory_bin: Path, tmp_path: Path
+) -> dict[str, Any]:
+    inventory = evaluate({"node_count": 3})["ansible_inventory"]
+    return ansible_inventory_list(ansible_inventory_bin, inventory, tmp_path)
+
+
+def test_multi_node_three_nodes_the_first_is_the_edge(three_node_listing: dict[str, Any]) -> None:
+    assert three_node_listing["edge"]["hosts"] == ["llm-1"]
+
+
+def test_multi_node_three_nodes_every_server_runs_llm_node(
+    three_node_listing: dict[str, Any],
+) -> None:
+    assert three_node_listing["llm_nodes"]["hosts"] == ["llm-1", "llm-2", "llm-3"]
+
+
+def test_multi_node_three_nodes_each_have_a_private_address(
+    three_node_listing: dict[str, Any],
+) -> None:
+    hostvars = three_node_listing["_meta"]["hostvars"]
+    private = {name: hostvars[name]["llm_private_ip"] for name in ("llm-1", "llm-2", "llm-3")}
+    assert private == {"llm-1": "10.42.1.10", "llm-2": "10.42.1.11", "llm-3": "10.42.1.12"}
+
+
+def test_multi_node_edge_group_adds_no_host_variables(three_node_listing: dict[str, Any]) -> None:
+    """The edge entry only names the host: its variables come from llm_nodes, once."""
+    assert three_node_listing["_meta"]["hostvars"]["llm-1"]["ansible_host"] == "203.0.113.10"

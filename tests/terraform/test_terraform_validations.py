@@ -112,6 +112,13 @@ CASES: list[Case] = [
     ("network_ip_range", "10.42.0.0/24", {}, "from /8 to /23"),
     ("network_ip_range", "2001:db8::/48", {}, "from /8 to /23"),
     ("network_ip_range", "ten.net", {}, "from /8 to /23"),
+    ("node_count", 11, {}, "from 1 to 10"),
+    ("network_ip_range", "10.0.0.0/8", {"node_count": 3}, None),
+    ("network_ip_range", "172.16.0.0/12", {"node_count": 3}, None),
+    ("network_ip_range", "192.168.4.0/23", {"node_count": 3}, None),
+    ("network_ip_range", "172.32.0.0/16", {"node_count": 3}, "private (RFC 1918) range"),
+    ("network_ip_range", "198.51.100.0/23", {"node_count": 3}, "private (RFC 1918) range"),
+    ("network_ip_range", "192.167.0.0/16", {}, "private (RFC 1918) range"),
 ]
 
 
