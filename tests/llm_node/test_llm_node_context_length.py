@@ -26,6 +26,17 @@ def test_wording_with_the_token_counts() -> None:
     )
 
 
+def test_wording_of_a_prompt_alone_over_the_window() -> None:
+    # Just under n_ctx: gpt4all keeps 4 tokens of room, so the message must not look like a
+    # request that fits.
+    error = context_length(N_CTX, 1022, 0, "", "messages")
+    assert error.message == (
+        "This model's maximum context length is 1024 tokens. However, your messages resulted "
+        "in 1022 tokens, and a prompt may use at most 1020 (the rest is room to answer). "
+        "Please reduce the length of the messages or completion."
+    )
+
+
 def test_wording_without_the_prompt_size_keeps_the_backend_reason() -> None:
     error = context_length(N_CTX, 0, 0, "The prompt size exceeds the context window.", "prompt")
     assert error.message == (

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_node.api.retry_after import NOT_READY_SECONDS
 from llm_node.api.state import request_state
+from llm_node.generation import RESERVED_TOKENS as PROMPT_RESERVED_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,16 @@ def context_length(
 ) -> APIError:
     """OpenAI's wording, which litellm and LangChain match to fall back to a larger context."""
     what = "messages" if param == "messages" else "prompt"
-    if prompt_tokens > 0:
+    if prompt_tokens > 0 and requested_tokens > 0:
         total = prompt_tokens + requested_tokens
         detail = (
             f"However, you requested {total} tokens ({prompt_tokens} in the {what}, "
             f"{requested_tokens} in the completion)."
+        )
+    elif prompt_tokens > 0:  # no max_tokens asked for: the prompt alone does not fit
+        detail = (
+            f"However, your {what} resulted in {prompt_tokens} tokens, and a prompt may use "
+            f"at most {n_ctx - PROMPT_RESERVED_TOKENS} (the rest is room to answer)."
         )
     else:  # the backend refused the prompt without telling its size
         reason = backend_message.strip().rstrip(".")
