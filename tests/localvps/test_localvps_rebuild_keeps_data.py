@@ -38,7 +38,7 @@ class Rebuilt:
 def rebuild(old: vps.LocalVPS, stack: contextlib.ExitStack) -> vps.LocalVPS:
     """Shut the VPS down and boot a fresh one, same address, on the same data directory."""
     old.shutdown()
-    vps.wait_for(f"{old.veth} to go", lambda: not Path(f"/sys/class/net/{old.veth}").exists(), 30)
+    vps.wait_for(f"{old.veth} to go", lambda: not Path(f"/sys/class/net/{old.veth}").exists(), 90)
     name = f"llmvps-{secrets.token_hex(2)}"
     new = vps.LocalVPS(
         name=name,

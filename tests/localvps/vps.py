@@ -351,6 +351,11 @@ class LocalVPS:
         except subprocess.TimeoutExpired:
             log("container did not stop in 60 s: killing it")
             os.killpg(self.proc.pid, signal.SIGKILL)
+            # Its init heads its own PID namespace: killing it ends every process in it (and
+            # frees the network namespace with the veth pair).
+            if self.leader:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.leader, signal.SIGKILL)
             self.proc.wait(timeout=30)
         # The veth pair goes away with the container's network namespace.
 
