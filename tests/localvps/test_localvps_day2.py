@@ -11,6 +11,7 @@ import contextlib
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -42,13 +43,33 @@ def day_two(
         pytest.skip("the first deployment did not converge")
     workdir = local_vps.workdir / "day2"
     workdir.mkdir()
-    first_key, second_key = (day2.make_key(workdir / n) for n in ("id_first", "id_second"))
-    run_key = day2.public(local_vps.key)
-    old_home, new_home = local_vps.host_addr, day2.add_home_address(local_vps)
+    keys = (day2.make_key(workdir / "id_first"), day2.make_key(workdir / "id_second"))
+    homes = (local_vps.host_addr, day2.add_home_address(local_vps))
     # The owner's address changed: admin_cidrs = the new one only, then `make tf-apply`.
-    admin_cidrs = [f"{new_home}/32"]
+    admin_cidrs = [f"{homes[1]}/32"]
     api_keys = [secrets.token_urlsafe(24)]
-    day2.CloudFirewall(local_vps, localvps_stack).apply(admin_cidrs)
+    firewall = day2.CloudFirewall(local_vps, localvps_stack)
+    firewall.apply(admin_cidrs)
+    try:
+        return _day_two(local_vps, site_runs, workdir, admin_cidrs, keys, api_keys, homes)
+    finally:
+        # The scenarios after this one share the VPS and reach it from the first address:
+        # give it back, as `make tf-apply` with the old admin_cidrs would.
+        firewall.apply([str(local_vps.subnet)])
+
+
+def _day_two(
+    local_vps: vps.LocalVPS,
+    site_runs: deploy.SiteRuns,
+    workdir: Path,
+    admin_cidrs: list[str],
+    keys: tuple[Path, Path],
+    api_keys: list[str],
+    homes: tuple[str, str],
+) -> Day2:
+    first_key, second_key = keys
+    old_home, new_home = homes
+    run_key = day2.public(local_vps.key)
     # ... then `make converge` from the new address, with a second key and API keys added.
     inventory = day2.write_day2_inventory(
         site_runs.inventory,
