@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import support
 from tests.edge import procs
 from tests.edge.conftest import (
     CERT_TIMEOUT,
@@ -47,7 +48,7 @@ class Node:
     def __init__(self, name: str, workdir: Path, model: str) -> None:
         self.name = name
         self.workdir = workdir
-        self.port = procs.free_port()
+        self.port = support.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             "PYTHONPATH": str(procs.REPO / "llm-node"),
@@ -59,13 +60,13 @@ class Node:
             "LLM_QUEUE_SIZE": "0",
             "LLM_LOG_LEVEL": "warning",
         }
-        self.program: procs.Program | None = None
+        self.program: support.Program | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
         log = self.workdir / f"{self.name}-{self.starts}.log"
-        self.program = procs.Program(self.name, [sys.executable, "-m", "llm_node"], log, self.env)
+        self.program = support.Program(self.name, [sys.executable, "-m", "llm_node"], log, self.env)
         self.program.wait_until(
             lambda: httpx.get(f"{self.url}/ready", timeout=5).status_code == 200,
             "model loaded (/ready 200)",
@@ -116,7 +117,7 @@ def start_balanced_edge(
     """Traefik with the multi-node route over both nodes, holding a certificate for llm.*."""
     traefik = procs.require_programs("traefik")["traefik"]
     with start_pebble(workdir / "pebble") as pebble:
-        internal_port = procs.free_port()
+        internal_port = support.free_port()
         variables = traefik_variables(workdir, pebble, internal_port)
         # The tests send more than one client's burst; the limits are tested elsewhere.
         variables.update(traefik_api_rate_average=100, traefik_api_rate_burst=200)
@@ -277,7 +278,7 @@ def test_multi_node_a_stopped_node_leaves_the_rotation(
     balanced_edge: Edge, nodes: dict[str, Node]
 ) -> None:
     nodes[NODES[1]].stop()
-    procs.wait_until(
+    support.wait_until(
         lambda: consecutive_successes(balanced_edge, 3), "requests succeed again", timeout=15
     )
     statuses = [chat(balanced_edge).status_code for _ in range(8)]
@@ -291,7 +292,7 @@ def test_multi_node_a_restarted_node_comes_back_into_rotation(
     if node.program is None:
         node.start()
     served_before = node.chat_requests()
-    procs.wait_until(
+    support.wait_until(
         lambda: chat(balanced_edge).status_code == 200 and node.chat_requests() > served_before,
         f"{node.name} serving through Traefik again",
         timeout=60,
