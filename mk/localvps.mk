@@ -8,7 +8,7 @@ LOCALVPS_ROOTFS := $(CACHE_DIR)/localvps/trixie-rootfs
 # tests/localvps keeps its caches (root filesystem, image base, apt-cacher-ng) under here too.
 export LLM_VPS_CACHE ?= $(CACHE_DIR)
 # `make test` (CI) runs tests/localvps too: as root on Linux it boots the VPS (about 10 min
-# with the caches warm, plus about 4 and 5 min for the first-deploy-before-DNS and the
+# with the caches warm, plus about 4 min each for the first-deploy-before-DNS and the
 # rebuild scenarios); elsewhere it skips and says why. LOCALVPS=0 switches it off.
 export LOCALVPS ?= 1
 
