@@ -22,9 +22,10 @@ other jobs share the CPU). One run measures:
    idle node, sent right after): the time the worker took to notice and move on.
 5. resident memory with the model loaded: psutil RSS of the node process (highest sample over
    the run) vs the raw process after the same generations.
-6. long prompts and conversations, the prompt cache on and off: ``conversation.py`` (its own
-   targets, judged there); with ``--peer PYTHON`` (``make bench PEER=1``) also llama.cpp
-   itself: ``peer.py``. ``phase_conversation.py`` makes them one phase.
+6. long prompts and conversations, the prompt cache on and off: ``conversation.py`` (three
+   more nodes, logs ``OUT/bench-conversation-VARIANT.log``); with ``--peer PYTHON``
+   (``make bench PEER=1``) also llama.cpp itself: ``peer.py``. ``phase_conversation.py``
+   makes them one phase; its targets are rows of targets.py's table like the others.
 
 Modules: ``options.py`` (options, prompt, sampling), ``processes.py`` (the raw worker and the
 node as processes), ``client.py`` (timed HTTP requests, /metrics with prometheus_client's

@@ -12,8 +12,9 @@
    The next turn is sent to the default node once its refill is done, as a user who reads the
    answer before replying would (at most REFILL_WAIT_S later).
 
-Each function takes what it needs and returns rows of figures plus the targets (given as data
-in TARGETS) with PASS/FAIL; `markdown` renders them.
+Each function takes what it needs and returns rows of figures; `markdown` renders them. The
+targets (turn 6 / turn 1 with the cache on, same replies, planning time) are rows of
+targets.py's TARGETS, judged with every other target in bench.md's summary table.
 """
 
 from __future__ import annotations
@@ -42,12 +43,6 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 GREEDY: dict[str, Any] = {"temperature": 0.0, "repeat_penalty": 1.0}
 
-# target name -> (description, comparison, bound)
-TARGETS: dict[str, tuple[str, str, float]] = {
-    "turn6_over_turn1_cache_on": ("TTFT turn 6 / turn 1, cache on (default)", "<=", 1.5),
-    "same_replies": ("replies identical with and without the cache (1 = yes)", ">=", 1.0),
-    "planning_ms_per_request": ("planning (tokenize, match) per request (ms)", "<=", 15.0),
-}
 
 TOPICS = (
     "the water cycle",
@@ -183,13 +178,17 @@ def wait_refill(client: httpx.Client, before: float) -> None:
         time.sleep(0.02)
 
 
-def conversation(start_node: Callable[[], NodeLike]) -> dict[str, Any]:
+def quotient(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def conversation(start_node: Callable[[str], NodeLike]) -> dict[str, Any]:
     """A 6-turn chat on each variant, CONVERSATION_RUNS times; per-turn medians."""
     nodes: dict[str, NodeLike] = {}
     try:
         for name, env in VARIANTS.items():
             with environ(env):
-                nodes[name] = start_node()
+                nodes[name] = start_node(name)
         for node in nodes.values():
             node.wait_ready()
         clients = {name: httpx.Client(base_url=n.url, timeout=600) for name, n in nodes.items()}
@@ -206,14 +205,18 @@ def conversation(start_node: Callable[[], NodeLike]) -> dict[str, Any]:
     for i in range(TURNS):
         row: dict[str, Any] = {"turn": i + 1, "prompt_tokens": runs[0][i]["off"]["prompt_tokens"]}
         for name in VARIANTS:
-            row[f"{name}_ttft_ms"] = ms(median([run[i][name]["ttft_s"] for run in runs]))
+            ttfts = [run[i][name]["ttft_s"] for run in runs]  # None: a reply without text
+            row[f"{name}_ttft_ms"] = ms(median([t for t in ttfts if t is not None]))
             row[f"{name}_cached_tokens"] = runs[0][i][name]["cached_tokens"]
         row["same"] = all(
             run[i][name]["text"] == run[i]["off"]["text"] for run in runs for name in VARIANTS
         )
         turns.append(row)
     requests = plan_after[1] - plan_before[1]
-    ratio = {name: turns[-1][f"{name}_ttft_ms"] / turns[0][f"{name}_ttft_ms"] for name in VARIANTS}
+    ratio = {
+        name: quotient(turns[-1][f"{name}_ttft_ms"], turns[0][f"{name}_ttft_ms"])
+        for name in VARIANTS
+    }
     return {
         "runs": CONVERSATION_RUNS,
         "turns": turns,
@@ -244,46 +247,23 @@ def conversation_run(clients: dict[str, httpx.Client], run: int) -> list[dict[st
     return results
 
 
-def judge(long: dict[str, Any], conv: dict[str, Any]) -> list[dict[str, Any]]:
-    values = {
-        "turn6_over_turn1_cache_on": (conv.get("ratio") or {}).get("refill"),
-        "same_replies": None if "same_replies" not in conv else float(conv["same_replies"]),
-        "planning_ms_per_request": conv.get("planning_ms_per_request"),
-    }
-    rows = []
-    for name, (what, op, bound) in TARGETS.items():
-        value = values[name]
-        passed = None if value is None else (value <= bound if op == "<=" else value >= bound)
-        result = "n/a" if passed is None else ("PASS" if passed else "FAIL")
-        rows.append(
-            {
-                "target": name,
-                "what": what,
-                "value": value,
-                "goal": f"{op} {bound:g}",
-                "result": result,
-            }
-        )
-    return rows
-
-
 def run(
     node_url: str,
     raw_call: Callable[..., dict[str, Any]],
     n_batch: int,
-    start_node: Callable[[], NodeLike],
+    start_node: Callable[[str], NodeLike],
 ) -> dict[str, Any]:
-    """Both phases: `raw_call` sends one command to the raw worker, `start_node` starts one
-    more node (it reads LLM_* from os.environ); returns figures and targets."""
-    long = long_prompt(node_url, raw_call, n_batch)
-    conv = conversation(start_node)
-    return {"long_prompt": long, "conversation": conv, "targets": judge(long, conv)}
+    """Both phases: `raw_call` sends one command to the raw worker, `start_node(variant)` starts
+    one more node (it reads LLM_* from os.environ); returns their figures."""
+    return {
+        "long_prompt": long_prompt(node_url, raw_call, n_batch),
+        "conversation": conversation(start_node),
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
     long = result.get("long_prompt") or {}
     conv = result.get("conversation") or {}
-    targets = result.get("targets") or []
     lines = ["## Long prompts and conversations (prompt cache)", ""]
     if long:
         lines += [
@@ -322,9 +302,4 @@ def markdown(result: dict[str, Any]) -> str:
             "",
         ]
     lines += peer.markdown(result)
-    if targets:
-        lines += ["| Target | Value | Goal | Result |", "|---|---|---|---|"]
-        for t in targets:
-            lines.append(f"| {t['what']} | {fmt(t['value'], 2)} | {t['goal']} | {t['result']} |")
-        lines.append("")
     return "\n".join(lines)

@@ -42,7 +42,10 @@ class CpuMeter:
         self.procs = [psutil.Process(pid) for pid in [os.getpid(), *pids]]
 
     def _ours(self) -> float:
-        total = 0.0
+        # Children we started and reaped meanwhile count as ours too: the conversation phase's
+        # extra nodes and the peer run and exit within their phase (os.times: reaped children).
+        reaped = os.times()
+        total = reaped.children_user + reaped.children_system
         for proc in self.procs:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()

@@ -1,9 +1,11 @@
 """The prompt-cache phases as one bench phase: long prompts and a 6-turn conversation
-(conversation.py), and with ``--peer`` (``make bench PEER=1``) llama.cpp itself (peer.py)."""
+(conversation.py), and with ``--peer`` (``make bench PEER=1``) llama.cpp itself (peer.py).
+Their targets are rows of targets.py's TARGETS (phase "conversation")."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import conversation
@@ -14,13 +16,16 @@ from processes import Node
 
 async def phase_conversation(run: Run) -> dict[str, Any]:
     opts = run.opts
-    with (opts.out / "bench-conversation.log").open("w", encoding="utf-8") as log_file:
+    with contextlib.ExitStack() as logs:
+
+        def start_node(variant: str) -> Node:
+            # One log per node (bench-conversation-refill.log, ...): their lines do not say
+            # which node wrote them.
+            path = opts.out / f"bench-conversation-{variant}.log"
+            return Node(opts, logs.enter_context(path.open("w", encoding="utf-8")))
+
         figures = await asyncio.to_thread(
-            conversation.run,
-            run.node.url,
-            run.raw.call,
-            run.n_batch,
-            lambda: Node(opts, log_file),
+            conversation.run, run.node.url, run.raw.call, run.n_batch, start_node
         )
     if opts.peer is not None:
         figures["peer"] = await asyncio.to_thread(peer.run, opts.peer, opts.model, opts.threads)

@@ -21,11 +21,23 @@ def pct(ratio: float | None) -> float | None:
     return None if ratio is None else 100 * ratio
 
 
+def dig(figures: Figures, key: str) -> Any:
+    """A figure by its dotted path ("conversation.ratio.refill"); None where a part is missing."""
+    value: Any = figures
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def yes_no(value: Any) -> str:
+    return "n/a" if value is None else ("yes" if value else "NO")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
     phase: str  # the phase whose figures hold the value
-    key: str  # the figure judged
+    key: str  # the figure judged, a dotted path into the phase's figures
     op: str
     limit: float
     goal: str  # the goal as bench.md shows it
@@ -33,9 +45,8 @@ class Target:
     cells: Callable[[Figures], tuple[str, str, str]]  # raw, llm-node, node vs raw columns
 
     def value(self, phases: dict[str, Any]) -> float | None:
-        figures = phases.get(self.phase) or {}
-        value = figures.get(self.key)
-        return None if value is None else float(value)
+        value = dig(phases.get(self.phase) or {}, self.key)
+        return None if value is None else float(value)  # a bool (same replies) counts as 1/0
 
     def judge(self, phases: dict[str, Any]) -> dict[str, Any]:
         value = self.value(phases)
@@ -114,6 +125,43 @@ TARGETS = (
             fmt(f.get("node_rss_mib")),
             fmt(f.get("overhead_mib"), 1, " MiB"),
         ),
+    ),
+    # conversation.py: a 6-turn chat re-sent whole each turn, nodes with the cache on and off
+    Target(
+        "turn6_over_turn1_cache_on",
+        "conversation",
+        "conversation.ratio.refill",
+        "<=",
+        1.5,
+        "<= 1.5",
+        "Conversation: TTFT turn 6 / turn 1, cache on (default)",
+        lambda f: (
+            "",
+            f"{fmt(dig(f, 'conversation.ratio.refill'), 2)} (no refill "
+            f"{fmt(dig(f, 'conversation.ratio.on'), 2)}, no cache "
+            f"{fmt(dig(f, 'conversation.ratio.off'), 2)})",
+            "",
+        ),
+    ),
+    Target(
+        "same_replies",
+        "conversation",
+        "conversation.same_replies",
+        ">=",
+        1,
+        "identical",
+        "Conversation: replies the same with and without the cache",
+        lambda f: ("", yes_no(dig(f, "conversation.same_replies")), ""),
+    ),
+    Target(
+        "planning_ms_per_request",
+        "conversation",
+        "conversation.planning_ms_per_request",
+        "<=",
+        15,
+        "<= 15 ms",
+        "Prompt planning (tokenize, prefix match) per request (ms)",
+        lambda f: ("", fmt(dig(f, "conversation.planning_ms_per_request"), 2), ""),
     ),
 )
 
