@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.localvps import acme_probe, deploy, images, vps
 from tests.localvps.day2 import fresh_controller
+from tests.support import wait_until
 
 NAME = f"llm.{vps.TEST_DOMAIN}"
 
@@ -97,7 +98,17 @@ def rebuild(
         site, site_log = deploy.run_site(
             site_runs.inventory, machine.workdir / "site-1.log", fresh_controller(machine.workdir)
         )
-    after = acme_probe.served_certificate(machine.addr, NAME, root)
+    # Traefik may still be starting (or waiting for its DNS gate's timer) when site.yml ends:
+    # wait for it to serve a certificate that verifies (a bound on waiting, not a timing test).
+    try:
+        after = wait_until(
+            lambda: acme_probe.served_certificate(machine.addr, NAME, root),
+            "Traefik on the rebuilt server to serve a Pebble certificate",
+            timeout=150,
+            interval=2,
+        )
+    except TimeoutError:
+        after = None
     return Rebuild(
         machine,
         site_runs.inventory,
