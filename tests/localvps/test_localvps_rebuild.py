@@ -65,13 +65,14 @@ def test_rebuild_keeps_data_the_model_is_not_downloaded_again(rebuilt: rebuild.R
     assert outcome == "ok"
 
 
-# Known bug, found when the scenarios first ran together (2026-12-02): when the certificate
-# was obtained through the first-deploy DNS gate (test_localvps_first_deploy_before_dns.py
-# runs first on the same VPS), the rebuilt server's Traefik orders new certificates although
-# acme.json on the volume holds valid ones. Alone (no before-DNS scenario first) both tests
-# passed. Cause not found yet; issue #10 stays open until they pass without this mark.
+# Not settled (2026-12-02): in one of two merged runs, after the certificate came through
+# the first-deploy DNS gate (test_localvps_first_deploy_before_dns.py runs first on the same
+# VPS), one order was counted during the rebuild and another serial was served; the other
+# run (and a run without the before-DNS scenario) passed both. A test race (the gate's second
+# certificate still arriving) or a real re-order: non-strict xfail until it is understood;
+# issue #10 stays open until these pass without the mark.
 REORDERS_AFTER_DNS_GATE = pytest.mark.xfail(
-    reason="a rebuilt server re-orders certificates first obtained through the DNS gate",
+    reason="seen once: a re-order after a certificate from the DNS gate (race or bug)",
     strict=False,
 )
 
