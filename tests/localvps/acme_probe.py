@@ -46,3 +46,15 @@ def served_certificate(address: str, name: str, root_pem: str) -> dict[str, obje
             return tls.getpeercert()
     except (OSError, ssl.SSLError):
         return None
+
+
+def stored_names(acme_json: str) -> set[str]:
+    """The names Traefik stored a certificate for, from the text of its acme.json."""
+    if not acme_json.strip():
+        return set()
+    names: set[str] = set()
+    for resolver in json.loads(acme_json).values():
+        for stored in (resolver or {}).get("Certificates") or []:
+            if stored.get("certificate"):
+                names.add(stored["domain"]["main"])
+    return names

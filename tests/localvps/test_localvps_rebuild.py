@@ -65,24 +65,10 @@ def test_rebuild_keeps_data_the_model_is_not_downloaded_again(rebuilt: rebuild.R
     assert outcome == "ok"
 
 
-# Not settled (2026-12-02): in one of two merged runs, after the certificate came through
-# the first-deploy DNS gate (test_localvps_first_deploy_before_dns.py runs first on the same
-# VPS), one order was counted during the rebuild and another serial was served; the other
-# run (and a run without the before-DNS scenario) passed both. A test race (the gate's second
-# certificate still arriving) or a real re-order: non-strict xfail until it is understood;
-# issue #10 stays open until these pass without the mark.
-REORDERS_AFTER_DNS_GATE = pytest.mark.xfail(
-    reason="seen once: a re-order after a certificate from the DNS gate (race or bug)",
-    strict=False,
-)
-
-
-@REORDERS_AFTER_DNS_GATE
 def test_rebuild_keeps_data_the_same_certificate_is_served(rebuilt: rebuild.Rebuild) -> None:
     assert rebuilt.serial_after == rebuilt.serial_before
 
 
-@REORDERS_AFTER_DNS_GATE
 def test_rebuild_keeps_data_no_certificate_is_ordered(rebuilt: rebuild.Rebuild) -> None:
     assert rebuilt.orders_during_rebuild == 0
 
