@@ -26,6 +26,12 @@ inventory variables (with an ansible:// host), in that order:
 | --model-file           | VERIFY_MODEL_FILE             | llm_node_model_file                 |
 | --model-checksum       | VERIFY_MODEL_CHECKSUM         | llm_node_model_checksum             |
 | (never an option)      | VERIFY_API_KEY                | first of vault_llm_node_api_keys    |
+| --role                 | VERIFY_ROLE                   | from the groups edge and llm_nodes  |
+
+With an inventory of more than one node (`--hosts=ansible://llm_nodes`), each node is
+checked for its role: the edge like a single server, a worker for llm-node and its node
+exporter on its private address, open to the edge's private address only, and no public
+HTTP(S). Tests that do not fit a node's role skip and say so.
 
 The verify_* inventory variables are for test inventories (the local VPS: Pebble's root
 CA, a domain without public DNS); the roles never read them.
@@ -40,7 +46,7 @@ import os
 from typing import Any
 
 import pytest
-from infra_support import DEFAULT_MODEL_CHECKSUM, DEFAULT_MODEL_FILE, Target
+from infra_support import DEFAULT_MODEL_CHECKSUM, DEFAULT_MODEL_FILE, Target, node_role
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,6 +63,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--skip-dns", action="store_true", help="do not check the DNS records")
     group.addoption("--model-file", default=None, help="model file name (in the /models mount)")
     group.addoption("--model-checksum", default=None, help="algorithm:hex of the model file")
+    group.addoption(
+        "--role",
+        default=None,
+        choices=["edge", "worker"],
+        help="the node's role (default: from the Ansible inventory's groups, else edge)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "edge: checks of the edge (Traefik, monitoring, HTTPS)")
+    config.addinivalue_line("markers", "worker: checks of a worker node only")
 
 
 def _inventory_vars(host: Any) -> dict[str, Any]:
@@ -64,6 +81,18 @@ def _inventory_vars(host: Any) -> dict[str, Any]:
         variables: dict[str, Any] = host.backend.get_variables()
         return variables
     return {}
+
+
+def _role(config: pytest.Config, host: Any, inv: dict[str, Any]) -> tuple[str, str | None]:
+    """The node's role and the edge's private address (from the inventory)."""
+    role, edge = "edge", None
+    if inv:
+        role, edge = node_role(inv["inventory_hostname"], inv.get("groups") or {})
+    role = _pick(config, "role", "VERIFY_ROLE", role)
+    edge_ip = None
+    if edge and edge != inv.get("inventory_hostname"):
+        edge_ip = host.backend.ansible_runner.get_variables(edge).get("llm_private_ip")
+    return role, edge_ip
 
 
 def _pick(config: pytest.Config, option: str, env: str, fallback: Any) -> Any:
@@ -107,6 +136,7 @@ def target(request: pytest.FixtureRequest, host: Any) -> Target:
         or os.environ.get("VERIFY_SKIP_DNS") == "1"
         or str(inv.get("verify_skip_dns", "")).lower() in {"true", "yes", "1"}
     )
+    role, edge_private_ip = _role(config, host, inv)
     return Target(
         llm_fqdn=llm_fqdn,
         monitoring_fqdn=monitoring_fqdn,
@@ -144,7 +174,21 @@ def target(request: pytest.FixtureRequest, host: Any) -> Target:
         api_key=os.environ.get("VERIFY_API_KEY")
         or next(iter(inv.get("vault_llm_node_api_keys") or []), None),
         ssh_source_gate=str(inv.get("common_ssh_source_gate", "host")),
+        role=role,
+        private_ip=inv.get("llm_private_ip"),
+        edge_private_ip=edge_private_ip,
     )
+
+
+@pytest.fixture(autouse=True)
+def _fits_the_role(request: pytest.FixtureRequest) -> None:
+    """Skips a test marked for the other role (edge: Traefik, monitoring, HTTPS; worker)."""
+    markers = {m.name for m in request.node.iter_markers()} & {"edge", "worker"}
+    if not markers:
+        return
+    target: Target = request.getfixturevalue("target")
+    if target.role not in markers:
+        pytest.skip(f"a {' and '.join(sorted(markers))} check: this node is the {target.role}")
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,30 @@ class Target:
     api_key: str | None = None
     # common_ssh_source_gate: "cloud" when a cloud firewall, not the host, limits SSH sources.
     ssh_source_gate: str = "host"
+    # "edge" (Traefik, monitoring, llm-node: every single-node server) or "worker" (only
+    # llm-node and a node exporter, on private_ip, reachable from edge_private_ip alone).
+    role: str = "edge"
+    private_ip: str | None = None
+    edge_private_ip: str | None = None
+
+    @property
+    def worker(self) -> bool:
+        return self.role == "worker"
+
+
+# The containers each role runs (tests/infra/test_stack.py).
+EDGE_CONTAINERS = ["traefik", "prometheus", "alertmanager", "node-exporter", "llm-node", "grafana"]
+WORKER_CONTAINERS = ["llm-node", "node-exporter"]
+# A worker's llm-node and node exporter, on its private address, for the edge alone.
+WORKER_PRIVATE_PORTS = {8000, 9100}
+
+
+def node_role(host_name: str, groups: dict[str, list[str]]) -> tuple[str, str | None]:
+    """("edge" or "worker", the edge's inventory name) as site.yml sorts the nodes
+    (ansible/group_vars/all/multi_node.yml): the host of group edge, else the first of
+    llm_nodes, is the edge; with one node, that node is."""
+    nodes = groups.get("llm_nodes") or []
+    edge = next(iter(groups.get("edge") or nodes[:1]), None)
+    if len(nodes) > 1 and host_name in nodes and host_name != edge:
+        return "worker", edge
+    return "edge", edge

@@ -15,6 +15,8 @@ import pytest
 from infra_http import Response, request
 from infra_support import Target
 
+# The keys are checked through Traefik on the edge.
+pytestmark = pytest.mark.edge
 CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4}
 
 

@@ -1,4 +1,7 @@
-"""The host: sshd hardened, firewall with only 22/80/443, fail2ban, upgrades, Docker."""
+"""The host: sshd hardened, firewall with only 22/80/443, fail2ban, upgrades, Docker.
+
+A worker of a multi-node deployment: 22 only, plus llm-node's 8000 and the node exporter's
+9100 from the edge's private address alone."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import re
 from typing import Any
 
 import pytest
-from infra_support import Target
+from infra_support import WORKER_PRIVATE_PORTS, Target
 
 
 def _in_container(host: Any) -> bool:
@@ -48,13 +51,33 @@ def test_firewall_input_policy_is_drop(host: Any) -> None:
     assert "policy drop;" in _input_chain(host)
 
 
-def test_firewall_accepts_only_ssh_http_and_https(host: Any) -> None:
-    ports: set[int] = set()
+def _accepted(host: Any) -> dict[int, set[str]]:
+    """Each TCP port the input chain accepts, with the sources it names ("" for anyone)."""
+    ports: dict[int, set[str]] = {}
     for line in _input_chain(host).splitlines():
-        match = re.search(r"tcp dport (\{[^}]*\}|\d+)(?:\s.*)?\saccept$", line.strip())
+        rule = line.strip()
+        match = re.search(r"tcp dport (\{[^}]*\}|\d+)(?:\s.*)?\saccept$", rule)
         if match:
-            ports |= {int(p) for p in re.findall(r"\d+", match.group(1))}
-    assert ports == {22, 80, 443}
+            source = re.match(r"ip6? saddr (\{[^}]*\}|\S+) ", rule)
+            for port in re.findall(r"\d+", match.group(1)):
+                ports.setdefault(int(port), set()).add(source.group(1) if source else "")
+    return ports
+
+
+def test_firewall_accepts_only_ssh_http_and_https(host: Any, target: Target) -> None:
+    ports = _accepted(host)
+    if target.worker:
+        assert set(ports) == {22, *WORKER_PRIVATE_PORTS}
+    else:
+        assert set(ports) == {22, 80, 443}
+
+
+@pytest.mark.worker
+def test_worker_ports_are_open_to_the_edge_only(host: Any, target: Target) -> None:
+    ports = _accepted(host)
+    assert target.edge_private_ip, "the inventory names no llm_private_ip of the edge"
+    sources = {port: ports.get(port) for port in WORKER_PRIVATE_PORTS}
+    assert sources == {port: {target.edge_private_ip} for port in WORKER_PRIVATE_PORTS}
 
 
 def test_ssh_is_limited_to_the_admin_cidrs(host: Any, target: Target) -> None:
@@ -71,8 +94,8 @@ def test_containers_cannot_reach_the_metadata_service(host: Any) -> None:
     assert "ip daddr 169.254.169.254 drop" in chain
 
 
-def _public_listeners(host: Any) -> set[int]:
-    """TCP ports listening on an address other than loopback."""
+def _public_listeners(host: Any, private_ip: str | None = None) -> set[int]:
+    """TCP ports listening on an address other than loopback (and private_ip)."""
     with host.sudo():
         out = host.check_output("ss -Htln")
     ports = set()
@@ -80,14 +103,17 @@ def _public_listeners(host: Any) -> set[int]:
         local = line.split()[3]
         address, _, port = local.rpartition(":")
         address = address.strip("[]").split("%")[0]
-        if address.startswith("127.") or address == "::1":
+        if address.startswith("127.") or address in ("::1", private_ip):
             continue
         ports.add(int(port))
     return ports
 
 
-def test_no_internal_port_listens_on_a_public_address(host: Any) -> None:
-    assert _public_listeners(host) <= {22, 80, 443}
+def test_no_internal_port_listens_on_a_public_address(host: Any, target: Target) -> None:
+    if target.worker:
+        assert _public_listeners(host, target.private_ip) <= {22}
+    else:
+        assert _public_listeners(host) <= {22, 80, 443}
 
 
 def test_fail2ban_watches_sshd(host: Any) -> None:

@@ -1,4 +1,7 @@
-"""The containers: all healthy, only Traefik publishes (80 and 443), llm-node confined."""
+"""The containers: all healthy, only Traefik publishes (80 and 443), llm-node confined.
+
+A worker of a multi-node deployment runs llm-node and a node exporter only, publishes
+nothing, and has no Traefik data (tests marked edge skip there)."""
 
 from __future__ import annotations
 
@@ -6,9 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from infra_support import STACK_DIR, Target
-
-CONTAINERS = ["traefik", "prometheus", "alertmanager", "node-exporter", "llm-node", "grafana"]
+from infra_support import EDGE_CONTAINERS, STACK_DIR, WORKER_CONTAINERS, Target
 
 
 def _inspect(host: Any, name: str) -> dict[str, Any]:
@@ -28,17 +29,22 @@ def _all_containers(host: Any) -> list[dict[str, Any]]:
     return data
 
 
-@pytest.mark.parametrize("name", CONTAINERS)
-def test_container_is_running(host: Any, target: Target, name: str) -> None:
+def _skip_if_not_run(target: Target, name: str) -> None:
+    if target.worker and name not in WORKER_CONTAINERS:
+        pytest.skip(f"a worker runs no {name} (only {', '.join(WORKER_CONTAINERS)})")
     if name == "grafana" and not target.grafana:
         pytest.skip("this deployment runs without Grafana (monitoring_grafana_enabled: false)")
+
+
+@pytest.mark.parametrize("name", EDGE_CONTAINERS)
+def test_container_is_running(host: Any, target: Target, name: str) -> None:
+    _skip_if_not_run(target, name)
     assert _inspect(host, name)["State"]["Status"] == "running"
 
 
-@pytest.mark.parametrize("name", CONTAINERS)
+@pytest.mark.parametrize("name", EDGE_CONTAINERS)
 def test_container_is_healthy(host: Any, target: Target, name: str) -> None:
-    if name == "grafana" and not target.grafana:
-        pytest.skip("this deployment runs without Grafana (monitoring_grafana_enabled: false)")
+    _skip_if_not_run(target, name)
     state = _inspect(host, name)["State"]
     if "Health" not in state:
         pytest.skip(f"{name} has no health check configured")
@@ -55,7 +61,20 @@ def test_only_traefik_publishes_host_ports(host: Any, target: Target) -> None:
         }
         if ports:
             published[container["Name"].lstrip("/")] = ports
-    assert published == {"traefik": {target.http_port, target.https_port}}
+    if target.worker:
+        assert published == {}, "a worker publishes no port (llm-node is on the host network)"
+    else:
+        assert published == {"traefik": {target.http_port, target.https_port}}
+
+
+@pytest.mark.worker
+def test_worker_llm_node_listens_on_the_private_address_only(host: Any, target: Target) -> None:
+    """On the host network (so the host firewall, not Docker, decides who reaches it)."""
+    assert _inspect(host, "llm-node")["HostConfig"]["NetworkMode"] == "host"
+    with host.sudo():
+        listeners = host.check_output("ss -Htln 'sport = :8000'").split("\n")
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listeners if line.strip()}
+    assert addresses == {target.private_ip}
 
 
 def test_llm_node_root_filesystem_is_read_only(host: Any) -> None:
@@ -77,6 +96,8 @@ def test_llm_node_has_a_memory_limit(host: Any) -> None:
     assert _inspect(host, "llm-node")["HostConfig"]["Memory"] > 0
 
 
+# A worker's llm-node runs on the host network: its egress is the host's (not confined).
+@pytest.mark.edge
 def test_llm_node_has_no_route_to_the_internet(host: Any) -> None:
     networks = _inspect(host, "llm-node")["NetworkSettings"]["Networks"]
     with host.sudo():
@@ -99,6 +120,7 @@ def _acme_json(host: Any) -> str:
     return f"{_mounted_from(host, 'traefik', '/etc/traefik/acme')}/acme.json"
 
 
+@pytest.mark.edge
 def test_acme_json_is_private(host: Any) -> None:
     path = _acme_json(host)
     with host.sudo():
@@ -106,6 +128,7 @@ def test_acme_json_is_private(host: Any) -> None:
         assert (acme.mode, acme.user) == (0o600, "root")
 
 
+@pytest.mark.edge
 def test_acme_json_holds_the_certificate_of_the_api(host: Any, target: Target) -> None:
     path = _acme_json(host)
     with host.sudo():
@@ -113,6 +136,7 @@ def test_acme_json_holds_the_certificate_of_the_api(host: Any, target: Target) -
     assert target.llm_fqdn in content
 
 
+@pytest.mark.edge
 def test_basic_auth_users_file_is_private(host: Any) -> None:
     with host.sudo():
         users = host.file(f"{STACK_DIR}/traefik/users/htpasswd")

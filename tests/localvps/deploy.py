@@ -210,10 +210,13 @@ def changed_tasks(text: str) -> list[str]:
     return names
 
 
-def run_testinfra(inventory: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The users' testinfra suite (tests/infra), against the VPS through the inventory."""
+def run_testinfra(
+    inventory: Path, extra_env: dict[str, str], verbose: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The users' testinfra suite (tests/infra), against every host of the inventory
+    (verbose: one line a test and host, with its outcome)."""
     cmd = [str(BIN / "pytest"), "tests/infra", "-o", "addopts=-ra", "-p", "no:cacheprovider"]
-    cmd += ["--hosts=ansible://all", f"--ansible-inventory={inventory}", "-q"]
+    cmd += ["--hosts=ansible://all", f"--ansible-inventory={inventory}", "-v" if verbose else "-q"]
     return subprocess.run(
         cmd,
         cwd=REPO,

@@ -164,10 +164,16 @@ def write_inventory(
         proxy_url=stand_ins.proxy.url,
         apt_proxy_url=f"http://{edge.host_addr}:{vps.APT_CACHER_PORT}",
         issuing_root=stand_ins.pebble.issuing_root(),
+        dns_resolver=(stand_ins.pebble.bind, stand_ins.pebble.dns_port),
     )
     inventory = yaml.safe_load(path.read_text())
     group = inventory["all"]["children"]["llm_nodes"]
     group["vars"]["common_admin_cidrs"] = [str(m.subnet) for m in machines]
+    # As Terraform: every server gets the same ssh_public_keys (here, each node's login key),
+    # and the authorised keys are exactly those.
+    group["vars"]["common_deploy_user_authorized_keys"] = [
+        m.key.with_suffix(".pub").read_text().strip() for m in machines
+    ]
     group["vars"]["llm_node_node_exporter_image"] = built["monitoring_node_exporter_image"]
     group["vars"]["llm_node_node_exporter_pull"] = "never"
     group["hosts"] = {
@@ -175,7 +181,7 @@ def write_inventory(
             "ansible_host": m.addr,
             "ansible_user": "deploy",
             "ansible_ssh_private_key_file": str(m.key),
-            "ansible_ssh_common_args": " ".join(vps.SSH_OPTS),
+            "ansible_ssh_common_args": " ".join(m.ssh_opts),
             "llm_private_ip": network.address(index),
         }
         for index, m in enumerate(machines)

@@ -19,18 +19,7 @@ import pytest
 
 from tests.localvps import deploy, multinode, services, vps
 
-# Off in `make test` until it passes again on the merged harness: after the merge with the
-# strict host keys (#9) and the data volume / IPv6 networks (#10), its first converge fails
-# ("failed to start containers: llm-node") and its ssh checks hit the strict known_hosts.
-# LOCALVPS_MULTI_NODE=1 runs it (`make test-localvps LOCALVPS_MULTI_NODE=1`).
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("LOCALVPS_MULTI_NODE") != "1",
-        reason="the two-node scenario is off until it passes on the merged harness"
-        " (LOCALVPS_MULTI_NODE=1 runs it)",
-    ),
-]
+pytestmark = pytest.mark.slow
 SHORT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 1}
 
 
@@ -195,6 +184,37 @@ def test_multi_node_a_worker_port_is_open_to_the_edge(cluster: Cluster, port: in
     url = f"http://{cluster.worker_private}:{port}{path}"
     script = f"import urllib.request; print(urllib.request.urlopen('{url}', timeout=5).status)"
     assert cluster.edge.ssh(f'python3 -c "{script}"').strip() == "200"
+
+
+def test_multi_node_testinfra_passes_on_every_node_for_its_role(cluster: Cluster) -> None:
+    """The users' suite over the whole inventory, as `make verify` runs it: the edge gets
+    the single-server checks, the worker its own (tests marked edge skip there)."""
+    with vps.PHASES.phase("multi-node: tests/infra on both nodes"):
+        result = deploy.run_testinfra(cluster.inventory, {}, verbose=True)
+    lines = result.stdout.splitlines()
+    failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    assert result.returncode == 0, "\n".join([*failures, result.stdout[-3000:], result.stderr])
+
+    def outcome(test: str, node: vps.LocalVPS) -> str:
+        """PASSED or SKIPPED (or "") of one test on one node, from the verbose lines."""
+        marker = f"::{test}[ansible://{node.name}] "
+        return next((line.split()[1] for line in lines if marker in line), "")
+
+    worker_only = "test_worker_ports_are_open_to_the_edge_only"
+    edge_only = "test_basic_auth_users_file_is_private"
+    both = "test_firewall_accepts_only_ssh_http_and_https"
+    assert {
+        (test, node.name): outcome(test, node)
+        for test in (worker_only, edge_only, both)
+        for node in (cluster.edge, cluster.worker)
+    } == {
+        (worker_only, cluster.edge.name): "SKIPPED",
+        (worker_only, cluster.worker.name): "PASSED",
+        (edge_only, cluster.edge.name): "PASSED",
+        (edge_only, cluster.worker.name): "SKIPPED",
+        (both, cluster.edge.name): "PASSED",
+        (both, cluster.worker.name): "PASSED",
+    }
 
 
 def consecutive_successes(cluster: Cluster, count: int) -> bool:
