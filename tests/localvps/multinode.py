@@ -176,6 +176,9 @@ def write_inventory(
     ]
     group["vars"]["llm_node_node_exporter_image"] = built["monitoring_node_exporter_image"]
     group["vars"]["llm_node_node_exporter_pull"] = "never"
+    # Bearer API keys on: the balanced route's key router, and every node accepting the
+    # edge's own key for basic-auth users (test_multi_node.py checks both).
+    group["vars"]["vault_llm_node_api_keys"] = [secrets.token_urlsafe(32)]
     group["hosts"] = {
         m.name: {
             "ansible_host": m.addr,

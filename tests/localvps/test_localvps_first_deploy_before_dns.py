@@ -23,6 +23,7 @@ ELSEWHERE = "192.0.2.10"  # TEST-NET-1: an address that is certainly not the VPS
 NAMES = [f"llm.{vps.TEST_DOMAIN}", f"monitoring.{vps.TEST_DOMAIN}"]
 TRAEFIK_RUNNING = "sudo docker ps -q --filter name=^traefik$ --filter status=running"
 ACME_JSON = f"{vps.DATA_DIR}/traefik/acme.json"
+GATE_TIMER = "systemctl is-active llm-vps-dns-gate.timer"
 
 
 @dataclass
@@ -36,6 +37,8 @@ class BeforeDNS:
     running_while_waiting: str
     certificate: dict[str, object] | None
     orders_after_fix: int
+    timer_while_waiting: str
+    timer_after_start: str
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +69,12 @@ def before_dns(
                 site_runs.inventory, local_vps.workdir / "site-before-dns-2.log"
             )
             running_while_waiting = local_vps.ssh(TRAEFIK_RUNNING).strip()
+            timer_while_waiting = local_vps.ssh(GATE_TIMER, check=False).strip()
             orders_wrong = acme_probe.orders(pebble) - orders_before
         finally:
             acme_probe.restore_names(pebble, NAMES)
         certificate = settled_certificates(local_vps, root)
+        timer_after_start = local_vps.ssh(GATE_TIMER, check=False).strip()
     return BeforeDNS(
         converge,
         converge_log,
@@ -80,6 +85,8 @@ def before_dns(
         running_while_waiting,
         certificate,
         acme_probe.orders(pebble) - orders_before,
+        timer_while_waiting,
+        timer_after_start,
     )
 
 
@@ -152,3 +159,14 @@ def test_first_deploy_before_dns_one_order_per_name_once_dns_is_right(
     before_dns: BeforeDNS,
 ) -> None:
     assert before_dns.orders_after_fix <= len(NAMES)
+
+
+def test_first_deploy_before_dns_the_gate_runs_only_while_traefik_waits(
+    before_dns: BeforeDNS,
+) -> None:
+    """On while waiting; off once it has started Traefik (so it never races a later
+    converge's own start of Traefik, nor restarts a Traefik stopped by hand)."""
+    assert (before_dns.timer_while_waiting, before_dns.timer_after_start) == (
+        "active",
+        "inactive",
+    )

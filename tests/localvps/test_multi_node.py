@@ -48,16 +48,28 @@ class Cluster:
             ),
         }
 
-    def https(self, path: str, body: dict[str, object], *extra: str) -> tuple[int, str]:
-        """curl through the real Traefik on the edge, verifying Pebble's certificate."""
+    @property
+    def api_key(self) -> str:
+        return str(self.variables["vault_llm_node_api_keys"][0])  # type: ignore[index]
+
+    def https(
+        self, path: str, body: dict[str, object], *extra: str, key: str | None = None
+    ) -> tuple[int, str]:
+        """curl through the real Traefik on the edge, verifying Pebble's certificate; with
+        basic auth, or with `key` as a bearer API key."""
         users = self.variables["vault_traefik_basic_auth_users"]
         user = users[0]  # type: ignore[index]
         host = f"llm.{vps.TEST_DOMAIN}"
+        auth = (
+            ["-H", f"authorization: Bearer {key}"]
+            if key is not None
+            else ["-u", f"{user['name']}:{user['password']}"]
+        )
         cmd = [
             "curl", "-sS", "--max-time", "60",
             "--resolve", f"{host}:443:{self.edge.addr}",
             "--cacert", str(self.variables["verify_ca_bundle"]),
-            "-u", f"{user['name']}:{user['password']}",
+            *auth,
             "-H", "content-type: application/json", "-d", json.dumps(body),
             "-o", "-", "-w", "\n%{http_code}", *extra, f"https://{host}{path}",
         ]  # fmt: skip
@@ -65,8 +77,8 @@ class Cluster:
         text, _, code = out.rpartition("\n")
         return int(code or 0), text
 
-    def chat(self) -> int:
-        return self.https("/v1/chat/completions", SHORT)[0]
+    def chat(self, key: str | None = None) -> int:
+        return self.https("/v1/chat/completions", SHORT, key=key)[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +134,20 @@ def test_multi_node_requests_through_traefik_are_served_by_both_nodes(cluster: C
     after = cluster.counters()
     assert statuses == [200] * 16
     assert {node: after[node] > before[node] for node in before} == dict.fromkeys(before, True)
+
+
+def test_multi_node_bearer_key_requests_are_served_by_both_nodes(cluster: Cluster) -> None:
+    """The balanced route's bearer-key router; the basic-auth test above also shows that
+    every node accepts the edge's own key (a worker without it would answer 401)."""
+    before = cluster.counters()
+    statuses = [cluster.chat(key=cluster.api_key) for _ in range(16)]
+    after = cluster.counters()
+    assert statuses == [200] * 16
+    assert {node: after[node] > before[node] for node in before} == dict.fromkeys(before, True)
+
+
+def test_multi_node_a_wrong_bearer_key_is_refused(cluster: Cluster) -> None:
+    assert [cluster.chat(key="not-a-key") for _ in range(4)] == [401] * 4
 
 
 def test_multi_node_a_streamed_request_works(cluster: Cluster) -> None:
