@@ -23,7 +23,6 @@ ELSEWHERE = "192.0.2.10"  # TEST-NET-1: an address that is certainly not the VPS
 NAMES = [f"llm.{vps.TEST_DOMAIN}", f"monitoring.{vps.TEST_DOMAIN}"]
 TRAEFIK_RUNNING = "sudo docker ps -q --filter name=^traefik$ --filter status=running"
 ACME_JSON = f"{vps.DATA_DIR}/traefik/acme.json"
-GATE_TIMER = "systemctl is-active llm-vps-dns-gate.timer"
 
 
 @dataclass
@@ -39,6 +38,7 @@ class BeforeDNS:
     orders_after_fix: int
     timer_while_waiting: str
     timer_after_start: str
+    gate_log: str
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +69,25 @@ def before_dns(
                 site_runs.inventory, local_vps.workdir / "site-before-dns-2.log"
             )
             running_while_waiting = local_vps.ssh(TRAEFIK_RUNNING).strip()
-            timer_while_waiting = local_vps.ssh(GATE_TIMER, check=False).strip()
+            timer_while_waiting = gate_timer(local_vps)
             orders_wrong = acme_probe.orders(pebble) - orders_before
         finally:
             acme_probe.restore_names(pebble, NAMES)
         certificate = settled_certificates(local_vps, root)
-        timer_after_start = local_vps.ssh(GATE_TIMER, check=False).strip()
+        # The gate switches its timer off once `docker compose up --wait` is back, which
+        # waits for Traefik's health check: possibly after the certificates came.
+        try:
+            timer_after_start = wait_until(
+                lambda: "inactive" if gate_timer(local_vps) == "inactive" else "",
+                "the DNS gate's timer to switch itself off",
+                timeout=150,
+                interval=2,
+            )
+        except TimeoutError:
+            timer_after_start = gate_timer(local_vps)
+        gate_log = local_vps.ssh(
+            "sudo journalctl -u llm-vps-dns-gate -n 40 --no-pager", check=False
+        )
     return BeforeDNS(
         converge,
         converge_log,
@@ -87,7 +100,13 @@ def before_dns(
         acme_probe.orders(pebble) - orders_before,
         timer_while_waiting,
         timer_after_start,
+        gate_log,
     )
+
+
+def gate_timer(local_vps: vps.LocalVPS) -> str:
+    """`systemctl is-active` of llm-vps-dns-gate.timer: active or inactive."""
+    return local_vps.ssh("systemctl is-active llm-vps-dns-gate.timer", check=False).strip()
 
 
 def settled_certificates(local_vps: vps.LocalVPS, root: str) -> dict[str, object] | None:
@@ -169,4 +188,4 @@ def test_first_deploy_before_dns_the_gate_runs_only_while_traefik_waits(
     assert (before_dns.timer_while_waiting, before_dns.timer_after_start) == (
         "active",
         "inactive",
-    )
+    ), before_dns.gate_log
