@@ -7,6 +7,8 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 CACHE_DIR   ?= $(HOME)/.cache/llm-vps
 TINY_MODEL  := $(CACHE_DIR)/smollm2-135m-instruct-q4_1.gguf
+# The Llama 3 tokenizer and template on random weights (mk/models.mk).
+LLAMA3_MODEL := $(CACHE_DIR)/llama3-standin-small.gguf
 MODEL       ?= $(TINY_MODEL)
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
@@ -22,7 +24,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv model serve lint test test-llm-node bench system-deps clean
 
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed ## Create .venv with the pinned requirements
 
@@ -52,11 +54,11 @@ lint: $(VENV)/.installed ## ruff and mypy on the Python code, hadolint on the Do
 system-deps: ## Install the Debian packages the tests use (only when root)
 	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
-test: $(VENV)/.installed $(TINY_MODEL) system-deps lint ## Run every check and test (what CI runs)
-	LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest
+test: $(VENV)/.installed $(TINY_MODEL) system-deps $(LLAMA3_MODEL) lint ## Run every check and test (what CI runs)
+	LLM_TEST_MODEL="$(TINY_MODEL)" LLM_TEST_LLAMA3_MODEL="$(LLAMA3_MODEL)" $(BIN)/pytest
 
-test-llm-node: $(VENV)/.installed $(TINY_MODEL) ## Only llm-node's tests
-	LLM_TEST_MODEL="$(TINY_MODEL)" $(BIN)/pytest tests/llm_node
+test-llm-node: $(VENV)/.installed $(TINY_MODEL) $(LLAMA3_MODEL) ## Only llm-node's tests
+	LLM_TEST_MODEL="$(TINY_MODEL)" LLM_TEST_LLAMA3_MODEL="$(LLAMA3_MODEL)" $(BIN)/pytest tests/llm_node
 
 # PEER=1: also measure llama.cpp itself (llama-cpp-python built from source in $(PEER_VENV)).
 PEER        ?= 0
