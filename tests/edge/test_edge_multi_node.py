@@ -298,3 +298,30 @@ def test_multi_node_a_restarted_node_comes_back_into_rotation(
         timeout=60,
     )
     assert node.chat_requests() > served_before
+
+
+def test_multi_node_a_node_that_goes_down_costs_no_request_a_502(
+    slow_check_edge: Edge, nodes: dict[str, Node]
+) -> None:
+    """With /ready asked once a minute, only a failed request tells Traefik that a node is
+    gone: the llm-retry middleware sends that request again to the other node, so the
+    first requests after a node stops succeed too (without it, about every second run of
+    eight requests met the stopped node first and got a 502)."""
+    stopping = nodes[NODES[1]]
+    if stopping.program is None:
+        stopping.start()
+    served = {name: node.chat_requests() for name, node in nodes.items()}
+    support.wait_until(
+        lambda: (
+            chat(slow_check_edge).status_code == 200
+            and all(node.chat_requests() > served[name] for name, node in nodes.items())
+        ),
+        "both nodes serving through Traefik",
+        timeout=60,
+    )
+    stopping.stop()
+    try:
+        statuses = [chat(slow_check_edge).status_code for _ in range(8)]
+    finally:
+        stopping.start()
+    assert statuses == [200] * 8

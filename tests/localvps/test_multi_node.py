@@ -243,10 +243,6 @@ def test_multi_node_testinfra_passes_on_every_node_for_its_role(cluster: Cluster
     }
 
 
-def consecutive_successes(cluster: Cluster, count: int) -> bool:
-    return all(cluster.chat() == 200 for _ in range(count))
-
-
 @pytest.fixture
 def worker_stopped(cluster: Cluster) -> Iterator[None]:
     cluster.worker.ssh("sudo docker stop llm-node")
@@ -259,7 +255,8 @@ def worker_stopped(cluster: Cluster) -> Iterator[None]:
 def test_multi_node_requests_keep_succeeding_with_the_worker_down(
     cluster: Cluster, worker_stopped: None
 ) -> None:
-    vps.wait_for("requests succeed again", lambda: consecutive_successes(cluster, 3), 20, 1)
+    """Right after the worker stops, before Traefik's /ready check has noticed: a request
+    sent to it is retried on the edge's node (llm-retry), so no client sees a 502."""
     assert [cluster.chat() for _ in range(8)] == [200] * 8
 
 
