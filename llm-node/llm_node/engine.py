@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from llm_node.chat_template import ChatFormat, load_chat_format
@@ -263,25 +264,14 @@ class Engine:
             if handle.read(4) != b"GGUF":
                 raise ValueError(f"not a GGUF file: {path}")
         started = time.monotonic()
-        self.chat_format = load_chat_format(path)
-        # Imported here, on the worker thread: importing gpt4all probes for GPU libraries.
-        from gpt4all import GPT4All, _pyllmodel
-
-        model = GPT4All(
-            path.name,
-            model_path=path.parent,
-            allow_download=False,  # never touch the network, not even the model catalog
-            device="cpu",
-            n_threads=self.settings.n_threads,
-            n_ctx=self.settings.n_ctx,
-        )
-        if not _pyllmodel.llmodel.llmodel_isModelLoaded(model.model.model):
-            model.close()
-            raise RuntimeError("gpt4all could not load the file (unsupported or corrupt GGUF?)")
+        # The vocabulary (llama.cpp, vocab-only) gives the tokenizer and the chat format's
+        # template and special tokens: no tokenizer array is parsed in Python.
+        tokenizer = Tokenizer(path)
         try:
-            tokenizer = Tokenizer(path)
+            self.chat_format = load_chat_format(path, tokenizer)
+            model = self._load_model(path)
         except Exception:
-            model.close()
+            tokenizer.close()
             raise
         self._model = model
         self._generator = Generator(model, tokenizer, self.chat_format, self.settings, self.metrics)
@@ -301,6 +291,23 @@ class Engine:
                 "load_seconds": round(time.monotonic() - started, 2),
             },
         )
+
+    def _load_model(self, path: Path) -> Any:
+        # Imported here, on the worker thread: importing gpt4all probes for GPU libraries.
+        from gpt4all import GPT4All, _pyllmodel
+
+        model = GPT4All(
+            path.name,
+            model_path=path.parent,
+            allow_download=False,  # never touch the network, not even the model catalog
+            device="cpu",
+            n_threads=self.settings.n_threads,
+            n_ctx=self.settings.n_ctx,
+        )
+        if not _pyllmodel.llmodel.llmodel_isModelLoaded(model.model.model):
+            model.close()
+            raise RuntimeError("gpt4all could not load the file (unsupported or corrupt GGUF?)")
+        return model
 
     def _close(self) -> None:
         self._loaded.clear()
