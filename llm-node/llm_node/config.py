@@ -28,8 +28,14 @@ class Settings(BaseSettings):
     # Prompt tokens per evaluation. 16 rather than gpt4all's 8: with 8, on a 2-core host, a third
     # to a half of the requests had a prompt evaluation ~12-25 ms slower (the worker thread sat
     # in the run queue while gpt4all's per-evaluation helper thread ran on the same CPU), raw
-    # gpt4all too; with 16 that stall was gone and prompts were evaluated faster. Cancellation
-    # and the deadline are checked between batches, so a much larger batch would slow them.
+    # gpt4all too; with 16 that stall was gone and prompts were evaluated faster.
+    # Kept at 16 for Llama 3 8B (8B-shaped stand-in, 2-core build machine, 2 threads, 2026-12):
+    # prompt evaluation runs at 6.2 tokens/s with 16 and 6.8 with 128, 10 % faster (a fresh
+    # 1,000-token prompt: 161 s vs 147 s). But one batch is the unit of everything that waits
+    # for the worker: a cancel or the deadline is noticed between batches (16 / 6.2 = 2.6 s
+    # at 16, 128 / 6.8 = 19 s at 128), a request that arrives during the prompt cache's refill
+    # waits for the current batch, and the cache's cut gives back up to n_batch tokens that
+    # every later turn evaluates again (up to 19 s per turn at 128, 2.6 s at 16).
     n_batch: int = Field(default=16, ge=1, le=4096)
     # Keep the KV cache of the previous prompt and evaluate only what a new prompt adds (exact:
     # the output is the same as without it). Off on a shared deployment whose users must not
@@ -38,11 +44,20 @@ class Settings(BaseSettings):
     # After an answer, when no request waits, evaluate the reply in batches so that the next
     # turn reuses it too (abandoned at the next token when a request arrives).
     prompt_cache_refill: bool = True
-    queue_size: int = Field(default=8, ge=0)
+    # Requests that may wait behind the running one. At 8B size (above) a typical job (a chat
+    # turn: ~100 new prompt tokens at 6.2 tokens/s plus the default 256 new tokens at 3.1) is
+    # about 100 s, so the 4th waiting job finishes after about 5 x 100 s = 500 s, within the
+    # 600 s deadline; an 8-deep queue (900 s) could not drain in time. The engine also refuses
+    # at once whenever the queue's expected wait already reaches the deadline.
+    queue_size: int = Field(default=4, ge=0)
     # Added to the generation threads' nice value (Linux: per thread), so the API's event loop
     # wins the CPU over generation; 0 = the same priority as the API.
     worker_nice: int = Field(default=10, ge=0, le=19)
-    request_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Queue wait plus generation. 600 s so that every request within the limits can finish at
+    # 8B speed: max_tokens_limit (1024) at 3.1 tokens/s is 330 s, plus a fresh 1,000-token
+    # prompt at 6.2 tokens/s, 161 s: 491 s. A request that cannot finish at the node's
+    # measured rates is refused before evaluation (llm_node.admission).
+    request_timeout_seconds: float = Field(default=600.0, gt=0)
     max_tokens_limit: int = Field(default=1024, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

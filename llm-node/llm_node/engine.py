@@ -159,7 +159,14 @@ class Engine:
         # queue_size jobs may wait behind the one running. An idle worker (no current job) will
         # take the first waiting job: it has not woken up yet, so count one more slot.
         capacity = self.settings.queue_size + (self._current is None)
-        return len(self._waiting) >= capacity
+        if len(self._waiting) >= capacity:
+            return True
+        # A queue whose expected wait (jobs ahead x mean job time) already reaches the deadline
+        # cannot drain in time: a new job would only wait to fail, so it is refused now with
+        # Retry-After. At 8B size a job takes minutes (README, "Deadline and admission").
+        mean = self.mean_job_seconds()
+        ahead = len(self._waiting) + (self._current is not None)
+        return mean is not None and ahead * mean >= self.settings.request_timeout_seconds
 
     def is_full(self) -> bool:
         """True when the model is ready and `submit` would raise QueueFull right now.

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 FinishReason = Literal["stop", "length"]
-FailureKind = Literal["cancelled", "deadline", "context_length_exceeded", "shutdown", "internal"]
+FailureKind = Literal[
+    "cancelled",
+    "deadline",
+    # Refused before evaluation: at the measured rates the request cannot finish in time, even
+    # with the whole deadline (`_alone`) or in what its wait in the queue left of it (`_queued`).
+    "deadline_unreachable_alone",
+    "deadline_unreachable_queued",
+    "context_length_exceeded",
+    "shutdown",
+    "internal",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class Failed:
     message: str
     prompt_tokens: int = 0  # context_length_exceeded: the whole prompt's token count
     requested_tokens: int = 0  # context_length_exceeded: max_tokens asked for (0: not asked)
+    estimated_seconds: float = 0.0  # deadline_unreachable_*: the estimate at the measured rates
+    remaining_seconds: float = 0.0  # deadline_unreachable_*: what was left of the deadline
 
 
 Event = Delta | Finished | Failed

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from llm_node.admission import Rates
 from llm_node.chat_template import ChatFormat
 from llm_node.config import Settings
 from llm_node.events import Delta, Failed, Finished, FinishReason, SamplingParams
@@ -53,6 +54,8 @@ class Generator:
         self.settings = settings
         self.metrics = metrics
         self.cache = PromptCache(tokenizer, settings.n_batch, enabled=settings.prompt_cache)
+        # This node's prompt and decode speeds, measured on finished generations.
+        self.rates = Rates()
         # The last answered prompt and its reply (what a chat client sends back next turn).
         self._answered: tuple[bytes, bool] | None = None
 
@@ -90,11 +93,33 @@ class Generator:
             "context_length_exceeded", message, prompt_tokens=size, requested_tokens=requested
         )
 
+    def admit(self, job: Job, plan: Plan) -> Failed | None:
+        """A Failed when, at the measured rates, the planned request cannot finish before its
+        deadline (the uncached part of the prompt is known only now, after planning)."""
+        size = len(plan.tokens)
+        new_tokens = min(job.params.max_tokens, self.settings.n_ctx - size)
+        estimate = self.rates.estimate(size - plan.reuse, new_tokens)
+        remaining = job.deadline - time.monotonic()
+        if estimate.seconds <= remaining:
+            return None
+        alone = estimate.seconds > self.settings.request_timeout_seconds
+        return Failed(
+            "deadline_unreachable_alone" if alone else "deadline_unreachable_queued",
+            estimate.describe(),
+            prompt_tokens=size,
+            estimated_seconds=estimate.seconds,
+            remaining_seconds=max(remaining, 0.0),
+        )
+
     def run(self, job: Job) -> None:
         self._answered = None
         planned = self.plan(job)
         if isinstance(planned, Failed):
             job.emit(planned)
+            return
+        refused = self.admit(job, planned)
+        if refused is not None:
+            job.emit(refused)
             return
         try:
             self._generate(job, planned)
@@ -113,7 +138,7 @@ class Generator:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopFilter(params.stop)
         evaluated = completion_tokens = 0
-        first_at = last_at = 0.0
+        first_at = last_at = prompt_done_at = 0.0
         reply: list[str] = []
         finish: FinishReason = "stop"
         failure: Failed | None = None
@@ -132,7 +157,9 @@ class Generator:
             return not interrupted()
 
         def on_response_token(token_id: int, piece: bytes | None) -> bool:
-            nonlocal completion_tokens, first_at, last_at, finish, failure
+            nonlocal completion_tokens, first_at, last_at, finish, failure, prompt_done_at
+            if not prompt_done_at:  # the prompt is evaluated: the first token was sampled
+                prompt_done_at = time.monotonic()
             if token_id < 0:  # the binding reports errors this way (e.g. prompt too long)
                 message = (piece or b"").decode(errors="replace").removeprefix("ERROR: ")
                 failure = Failed("context_length_exceeded", message, prompt_tokens=size)
@@ -183,6 +210,7 @@ class Generator:
             plan = plan.fresh()
         context.n_past = plan.reuse
         self.cache.invalidate()  # until the call has returned and its result is checked
+        prompt_started = time.monotonic()
         _pyllmodel.llmodel.llmodel_prompt(
             llmodel.model,
             ctypes.c_char_p(plan.suffix),
@@ -202,8 +230,11 @@ class Generator:
         self.metrics.prompt_tokens.inc(plan.reuse + evaluated)
         self.metrics.prompt_tokens_cached.inc(plan.reuse)
         self.metrics.generated_tokens.inc(completion_tokens)
+        if prompt_done_at and evaluated:
+            self.rates.record_prompt(evaluated, prompt_done_at - prompt_started)
         if completion_tokens >= 2 and last_at > first_at:
             self.metrics.decode_rate.observe((completion_tokens - 1) / (last_at - first_at))
+            self.rates.record_decode(completion_tokens - 1, last_at - first_at)
         if failure is not None:
             if failure.kind == "cancelled":
                 self.metrics.cancellations.inc()

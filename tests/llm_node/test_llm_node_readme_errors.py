@@ -16,8 +16,15 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 CHAT = "/v1/chat/completions"
 HELLO = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 # Rows no request can produce on a healthy test server: a bug, a chat template that raises
-# (tests/llm_node/test_llm_node_chat_template.py), a shutdown in progress.
-NOT_PROVOKED = {(500, "internal_error"), (422, "invalid_messages"), (503, "shutting_down")}
+# (tests/llm_node/test_llm_node_chat_template.py), a shutdown in progress; a request whose wait
+# in the queue left it too little time needs two requests timed against each other
+# (tests/llm_node/test_llm_node_admission.py provokes it).
+NOT_PROVOKED = {
+    (500, "internal_error"),
+    (422, "invalid_messages"),
+    (503, "shutting_down"),
+    (503, "deadline_unreachable"),
+}
 
 
 def readme_error_rows() -> set[tuple[int, str]]:
@@ -31,6 +38,19 @@ def short_deadline(tiny_model: Path) -> Iterator[LiveServer]:
     settings = make_settings(model_path=tiny_model, request_timeout_seconds=1.0)
     with LiveServer(settings) as live:
         live.wait_ready()
+        yield live
+
+
+@pytest.fixture(scope="module")
+def measured_deadline(tiny_model: Path) -> Iterator[LiveServer]:
+    """A 5 s deadline on a server that has measured its speed on one request."""
+    settings = make_settings(
+        model_path=tiny_model, request_timeout_seconds=5.0, max_tokens_limit=1000
+    )
+    with LiveServer(settings) as live:
+        live.wait_ready()
+        with httpx.Client(base_url=live.url, timeout=60) as c:
+            assert c.post("/v1/completions", json={**COUNTING, "max_tokens": 4}).status_code == 200
         yield live
 
 
@@ -57,6 +77,9 @@ PROVOKE: dict[tuple[int, str], Call] = {
     (400, "invalid_json"): on("server", "POST", CHAT, content=b"{nope", headers=JSON),
     (400, "context_length_exceeded"): on(
         "server", "POST", "/v1/completions", json={"prompt": "hi " * 1100, "max_tokens": 2}
+    ),
+    (400, "deadline_unreachable"): on(
+        "measured_deadline", "POST", "/v1/completions", json={**COUNTING, "max_tokens": 1000}
     ),
     (401, "invalid_api_key"): on("keyed_server", "GET", "/v1/models"),
     (404, "not_found"): on("server", "GET", "/v1/nothing"),

@@ -22,7 +22,19 @@ JOB = {**COUNTING, "max_tokens": 48}  # every job the same length: the mean pred
     [(0, None, 1), (3, None, 3), (3, 0.1, 1), (3, 0.5, 2), (5, 2.0, 10), (40, 5.0, 60)],
 )
 def test_expected_wait_formula(ahead: int, mean: float | None, seconds: int) -> None:
-    assert expected_wait(ahead, mean) == seconds
+    assert expected_wait(ahead, mean, max_seconds=60) == seconds
+
+
+# At 8B size (a job of ~100 s) the wait is minutes: told as it is, up to the deadline, by
+# which every job now in the queue has finished or been stopped.
+@pytest.mark.parametrize(
+    ("ahead", "mean", "deadline", "seconds"),
+    [(4, 100.0, 600, 400), (5, 100.0, 600, 500), (8, 100.0, 600, 600), (3, 0.2, 600, 1)],
+)
+def test_expected_wait_is_bounded_by_the_deadline(
+    ahead: int, mean: float, deadline: float, seconds: int
+) -> None:
+    assert expected_wait(ahead, mean, max_seconds=deadline) == seconds
 
 
 @pytest.fixture(scope="module")

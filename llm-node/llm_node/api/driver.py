@@ -88,7 +88,8 @@ class Generation:
         try:
             self.engine.submit(job)
         except QueueFull:
-            raise errors.queue_full(queue_retry_after(self.engine)) from None
+            timeout = self.settings.request_timeout_seconds
+            raise errors.queue_full(queue_retry_after(self.engine, timeout)) from None
         except EngineUnavailable as exc:
             raise errors.not_ready(str(exc)) from None
         self.job = job
@@ -143,6 +144,17 @@ class Generation:
     def failure_error(self, event: Failed) -> APIError:
         if event.kind == "deadline":
             return errors.deadline(self.settings.request_timeout_seconds)
+        if event.kind == "deadline_unreachable_alone":
+            return errors.deadline_unreachable(
+                self.settings.request_timeout_seconds, event.estimated_seconds, event.message
+            )
+        if event.kind == "deadline_unreachable_queued":
+            return errors.deadline_unreachable_queued(
+                self.settings.request_timeout_seconds,
+                event.remaining_seconds,
+                event.message,
+                queue_retry_after(self.engine, self.settings.request_timeout_seconds),
+            )
         if event.kind == "context_length_exceeded":
             return errors.context_length(
                 self.settings.n_ctx,

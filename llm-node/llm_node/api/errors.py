@@ -109,6 +109,39 @@ def deadline(timeout_seconds: float) -> APIError:
     )
 
 
+DEADLINE_SETTING = "LLM_REQUEST_TIMEOUT_SECONDS (llm_node_request_timeout_seconds in Ansible)"
+
+
+def deadline_unreachable(timeout_seconds: float, estimated_seconds: float, detail: str) -> APIError:
+    """Refused before evaluation: even with the whole deadline, the request cannot finish at the
+    rates this node measured. The client has to ask for less (or the operator allow more)."""
+    return APIError(
+        400,
+        f"this request cannot finish within the {timeout_seconds:g} s deadline: at this "
+        f"server's measured speed, {detail} (estimated {estimated_seconds:.0f} s > "
+        f"{timeout_seconds:g} s). Send a shorter prompt or a smaller max_tokens, or raise "
+        f"{DEADLINE_SETTING}",
+        "deadline_unreachable",
+        reason="deadline",
+    )
+
+
+def deadline_unreachable_queued(
+    timeout_seconds: float, remaining_seconds: float, detail: str, retry_after: int
+) -> APIError:
+    """Refused before evaluation: the request fits in the deadline, but its wait in the queue
+    left too little of it. The same request succeeds once the queue is shorter."""
+    return APIError(
+        503,
+        f"the server is busy: after waiting in the queue, {remaining_seconds:.0f} s of the "
+        f"{timeout_seconds:g} s deadline are left, and at this server's measured speed "
+        f"{detail}. Retry when the queue is shorter (Retry-After), or raise {DEADLINE_SETTING}",
+        "deadline_unreachable",
+        reason="deadline",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def unauthorized() -> APIError:
     return APIError(
         401,

@@ -170,7 +170,9 @@ class OverloadMiddleware:
         ):
             engine = getattr(self.state, "engine", None)
             if engine is not None and engine.is_full():
-                await send_error(send, scope, errors.queue_full(queue_retry_after(engine)))
+                deadline = engine.settings.request_timeout_seconds
+                retry_after = queue_retry_after(engine, deadline)
+                await send_error(send, scope, errors.queue_full(retry_after))
                 return
         await self.app(scope, receive, send)
 
