@@ -91,10 +91,6 @@ def test_the_defaults_pass_on_this_machine_from_its_own_facts(tmp_path: Path) ->
             {"test_memtotal_mb": CX33_MB, "llm_node_mem_limit": "16g"},
             "Set llm_node_mem_limit to at most 6214m",
         ),
-        (
-            {"test_memtotal_mb": CX33_MB, "traefik_read_timeout_seconds": 60},
-            "traefik_read_timeout_seconds=60 would cut a generation",
-        ),
     ],
 )
 def test_a_budget_that_does_not_fit_stops_the_run_naming_the_fix(

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
 
 @contextlib.contextmanager
 def start_balanced_edge(
-    workdir: Path, nodes: dict[str, Node], health_interval: str
+    workdir: Path, nodes: dict[str, Node], health_interval: str, **extra: object
 ) -> Iterator[Edge]:
     """Traefik with the multi-node route over both nodes, holding a certificate for llm.*."""
     traefik = procs.require_programs("traefik")["traefik"]
@@ -120,7 +121,7 @@ def start_balanced_edge(
         internal_port = support.free_port()
         variables = traefik_variables(workdir, pebble, internal_port)
         # The tests send more than one client's burst; the limits are tested elsewhere.
-        variables.update(traefik_api_rate_average=100, traefik_api_rate_burst=200)
+        variables.update(traefik_api_rate_average=100, traefik_api_rate_burst=200, **extra)
         (workdir / "acme").mkdir(mode=0o700)
         subprocess.run(
             [sys.executable, str(procs.REPO / "traefik/htpasswd.py"), "--password-stdin",
@@ -325,3 +326,39 @@ def test_multi_node_a_node_that_goes_down_costs_no_request_a_502(
     finally:
         stopping.start()
     assert statuses == [200] * 8
+
+
+@pytest.fixture(scope="module")
+def short_read_timeout_edge(
+    tmp_path_factory: pytest.TempPathFactory, nodes: dict[str, Node]
+) -> Iterator[Edge]:
+    """The same, with the entry point's readTimeout at 1 s."""
+    workdir = tmp_path_factory.mktemp("multi-node-read-timeout")
+    with start_balanced_edge(
+        workdir, nodes, HEALTH_INTERVAL, traefik_read_timeout_seconds=1
+    ) as edge:
+        yield edge
+
+
+def test_an_answer_longer_than_the_read_timeout_is_not_cut(
+    short_read_timeout_edge: Edge, nodes: dict[str, Node]
+) -> None:
+    """readTimeout bounds reading the request, not writing the answer: a generation that
+    takes minutes at 8B speed passes the default 60 s (traefik_read_timeout_seconds)."""
+    for node in nodes.values():
+        if node.program is None:
+            node.start()
+    edge = short_read_timeout_edge
+    started = time.monotonic()
+    with (
+        edge.client() as client,
+        client.stream(
+            "POST", edge.https_url(LLM_HOST, "/v1/chat/completions"), json=LONG,
+            auth=(USER, PASSWORD),
+        ) as response,
+    ):  # fmt: skip
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    lasted = time.monotonic() - started
+    assert lasted > 2, f"the answer took {lasted:.1f} s: not longer than the 1 s readTimeout"
+    assert response.status_code == 200
+    assert events[-1] == "data: [DONE]"
