@@ -271,14 +271,19 @@ class Engine:
             if handle.read(4) != b"GGUF":
                 raise ValueError(f"not a GGUF file: {path}")
         started = time.monotonic()
-        # The vocabulary (llama.cpp, vocab-only) gives the tokenizer and the chat format's
-        # template and special tokens: no tokenizer array is parsed in Python.
-        tokenizer = Tokenizer(path)
+        model = self._load_model(path)
+        # The vocabulary gpt4all loaded gives the tokenizer and the chat format's template and
+        # special tokens: nothing is parsed twice, no tokenizer array in Python.
+        tokenizer = Tokenizer.of_gpt4all(model.model.model)
         try:
+            if tokenizer is None:
+                log.warning("gpt4all's vocabulary not found: loading the vocabulary again")
+                tokenizer = Tokenizer(path)
             self.chat_format = load_chat_format(path, tokenizer)
-            model = self._load_model(path)
         except Exception:
-            tokenizer.close()
+            if tokenizer is not None:
+                tokenizer.close()
+            model.close()
             raise
         self._model = model
         self._generator = Generator(model, tokenizer, self.chat_format, self.settings, self.metrics)

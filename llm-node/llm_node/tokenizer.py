@@ -4,17 +4,21 @@ gpt4all's C API has no tokenize call, but its backend library exports llama.cpp'
 `llama_tokenize_gpt4all`, the function its `LLModel::prompt` tokenizes with
 (gpt4all-backend/llamamodel.cpp:539-552 at python-v2.8.2). Loading the same GGUF file
 vocabulary-only through that library (~150 ms, ~14 MB) tokenizes exactly as the backend does;
-tests/llm_node checks it against the engine's prompt-token counts. The same vocabulary gives the
-chat format its special tokens and template (`llama_model_meta_val_str`, `llama_token_get_text`),
-so start-up parses no tokenizer array in Python.
+tests/llm_node checks it against the engine's prompt-token counts. The engine borrows the
+vocabulary gpt4all itself loaded (`Tokenizer.of_gpt4all`, through the layout of gpt4all's
+objects) instead of loading it a second time; the same vocabulary gives the chat format its
+special tokens and template (`llama_model_meta_val_str`, `llama_token_get_text`), so start-up
+parses no tokenizer array in Python.
 
-llama.cpp logs through one callback per library. Until gpt4all installs its own (when it
-constructs a model: errors only, unless GPT4ALL_VERBOSE_LLAMACPP is set), the library would
-print every load's metadata dump to stderr; `_library` routes it to Python logging instead.
+llama.cpp logs through one callback per library. gpt4all installs its own when it constructs a
+model (errors only, unless GPT4ALL_VERBOSE_LLAMACPP is set); without one the library prints
+every load's metadata dump to stderr. This module routes it to Python logging instead (the
+dump at DEBUG), when the library is first used and before each vocabulary-only load.
 
 This relies on a copy of `struct llama_model_params` (llama.h:264-296 of gpt4all's llama.cpp
-fork, commit 443665ae). That is acceptable only because gpt4all's Python binding is pinned
-to 2.8.2, its last release.
+fork, commit 443665ae) and on the layout of gpt4all's C++ objects (checked field by field
+before use). That is acceptable only because gpt4all's Python binding is pinned to 2.8.2, its
+last release; tests/llm_node/test_llm_node_startup.py fails if either stops holding.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(Path(_pyllmodel.MODEL_LIB_PATH) / f"{name}.so"))
     lib.llama_log_set.argtypes = (_LogCallback, ctypes.c_void_p)
     lib.llama_log_set.restype = None
-    lib.llama_log_set(_LOG_FORWARDER, None)
+    lib.llama_log_set(_LOG_FORWARDER, None)  # again before each load: gpt4all sets its own
     lib.llama_model_default_params.restype = _ModelParams
     lib.llama_load_model_from_file.argtypes = (ctypes.c_char_p, _ModelParams)
     lib.llama_load_model_from_file.restype = ctypes.c_void_p
@@ -126,23 +130,73 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
+# Where gpt4all 2.8.2 keeps its llama_model (python-v2.8.2 sources). The C handle is an
+# `LLModelWrapper *` whose first member is the `LLModel *` (llmodel_c.cpp:17-21). LLModel holds
+# a vtable pointer, `m_implementation`, `m_progressCallback` (a 32-byte std::function) and
+# `m_tokenize_last_token` (llmodel.h:237-255), so LLamaModel's `d_ptr` is at 56
+# (llamamodel_impl.h:48). LLamaPrivate (llamamodel.cpp:243-255) is `modelPath` (std::string,
+# never set: empty), `modelLoaded` (bool at 32), `device` (int at 36, -1 on the CPU),
+# `deviceName` (std::string at 40, empty on the CPU) and `model` at 72.
+_D_PTR_OFFSET = 56
+_MODEL_OFFSET = 72
+
+
+def _empty_std_string_at(address: int) -> bool:
+    """libstdc++'s empty std::string: its data pointer points at its own inline buffer."""
+    data = ctypes.c_void_p.from_address(address).value
+    return data == address + 16 and ctypes.c_size_t.from_address(address + 8).value == 0
+
+
+def _gpt4all_llama_model(handle: int) -> int | None:
+    """The `llama_model *` of a model gpt4all 2.8.2 loaded on the CPU; None unless every field
+    around it holds what that layout puts there."""
+    llmodel = ctypes.c_void_p.from_address(handle).value
+    private = ctypes.c_void_p.from_address(llmodel + _D_PTR_OFFSET).value if llmodel else None
+    if not private:
+        return None
+    if not (_empty_std_string_at(private) and _empty_std_string_at(private + 40)):
+        return None
+    loaded = ctypes.c_bool.from_address(private + 32).value
+    if not loaded or ctypes.c_int.from_address(private + 36).value != -1:
+        return None
+    return ctypes.c_void_p.from_address(private + _MODEL_OFFSET).value or None
+
+
 class Tokenizer:
     """Tokenizes text as gpt4all's `LLModel::prompt` does, from the start or after a token."""
 
     def __init__(self, path: Path) -> None:
+        """Load the vocabulary of `path` on its own (vocab-only: ~14 MB, a second parse of it)."""
         self._lib = _library()
+        self._lib.llama_log_set(_LOG_FORWARDER, None)
         params = self._lib.llama_model_default_params()
         params.vocab_only = True
         handle = self._lib.llama_load_model_from_file(str(path).encode(), params)
         if not handle:
             raise RuntimeError(f"could not load the vocabulary of {path}")
         self._model: int | None = handle
+        self._owned = True
         self._pieces: dict[int, bytes] = {}
 
+    @classmethod
+    def of_gpt4all(cls, handle: int) -> Tokenizer | None:
+        """The vocabulary of the model gpt4all loaded (its C handle, `GPT4All().model.model`),
+        borrowed: nothing is loaded, and the model must outlive this tokenizer. None when the
+        objects behind the handle do not have gpt4all 2.8.2's layout."""
+        model = _gpt4all_llama_model(handle)
+        if model is None:
+            return None
+        tokenizer = cls.__new__(cls)
+        tokenizer._lib = _library()
+        tokenizer._model = model
+        tokenizer._owned = False
+        tokenizer._pieces = {}
+        return tokenizer
+
     def close(self) -> None:
-        if self._model is not None:
+        if self._model is not None and self._owned:
             self._lib.llama_free_model(self._model)
-            self._model = None
+        self._model = None
 
     def __enter__(self) -> Tokenizer:
         return self
