@@ -63,7 +63,7 @@ def run_checks(tmp_path: Path, **variables: object) -> subprocess.CompletedProce
 
 
 def test_the_defaults_fit_the_default_server_type(tmp_path: Path) -> None:
-    """n_ctx 8192: 4,446 + 1,024 + 512 MiB for llm-node + 1,536 reserved = 7,518 <= 7,750."""
+    """n_ctx 8192: 4,446 + 1,024 + 672 MiB for llm-node + 1,536 reserved = 7,678 <= 7,750."""
     result = run_checks(tmp_path, test_memtotal_mb=CX33_MB)
     assert result.returncode == 0, result.stdout[-2000:]
 
@@ -79,13 +79,13 @@ def test_the_defaults_pass_on_this_machine_from_its_own_facts(tmp_path: Path) ->
         # 1,256 MiB left for the KV cache at 128 KiB a token: 10,048 tokens, 9,216 in 1,024s.
         (
             {"test_memtotal_mb": CX33_MB, "llm_node_n_ctx": 16384},
-            "Set llm_node_n_ctx to 9216 or less",
+            "Set llm_node_n_ctx to 8192 or less",
         ),
         ({"test_memtotal_mb": CX23_MB}, "Not even a 1,024-token context fits"),
         ({"test_memtotal_mb": CX23_MB}, "server_type in terraform.tfvars"),
         (
             {"test_memtotal_mb": CX33_MB, "llm_node_mem_limit": "4g"},
-            "Raise llm_node_mem_limit to at least 5982m",
+            "Raise llm_node_mem_limit to at least 6142m",
         ),
         (
             {"test_memtotal_mb": CX33_MB, "llm_node_mem_limit": "16g"},
