@@ -65,8 +65,12 @@ PEER        ?= 0
 PEER_VENV   ?= .venv-peer
 PEER_ARGS   := $(if $(filter 1,$(PEER)),--peer $(PEER_VENV)/bin/python)
 
-bench: $(VENV)/.installed $(TINY_MODEL) $(if $(filter 1,$(PEER)),$(PEER_VENV)/.installed) ## Benchmark llm-node against raw gpt4all (PEER=1: and llama.cpp; prints figures, writes reports/)
-	PYTHONPATH=llm-node $(BIN)/python llm-node/bench/bench.py --model "$(TINY_MODEL)" --threads $(THREADS) --out $(REPORTS_DIR) $(PEER_ARGS)
+# SIZE=8b: the Llama 3 8B-shaped stand-in (make model-8b) and phase_8b.py's phases (~30 min).
+SIZE        ?= tiny
+$(if $(filter-out tiny 8b,$(SIZE)),$(error SIZE must be tiny or 8b, not "$(SIZE)"))
+
+bench: $(VENV)/.installed $(if $(filter 8b,$(SIZE)),model-8b,$(TINY_MODEL)) $(if $(filter 1,$(PEER)),$(PEER_VENV)/.installed) ## Benchmark llm-node against raw gpt4all (PEER=1: and llama.cpp; SIZE=8b: at Llama 3 8B's size; prints figures, writes reports/)
+	PYTHONPATH=llm-node $(BIN)/python llm-node/bench/bench.py --model "$(if $(filter 8b,$(SIZE)),$(MODEL_8B),$(TINY_MODEL))" --size $(SIZE) --threads $(THREADS) --out $(REPORTS_DIR) $(PEER_ARGS)
 
 $(PEER_VENV)/.installed: requirements-peer.txt
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)

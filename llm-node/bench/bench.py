@@ -61,6 +61,7 @@ from typing import IO
 from cpuload import CpuMeter
 from options import Options, parse_args
 from phase import Phase, Run
+from phase_8b import PHASES_8B, warm_page_cache
 from phase_conversation import describe_conversation, phase_conversation
 from phase_raw import describe_raw_vs_node, phase_raw_vs_node
 from phases import (
@@ -96,12 +97,17 @@ def opened(path: Path) -> Iterator[IO[str]]:
         yield handle
 
 
+def phases_of(opts: Options) -> tuple[Phase, ...]:
+    """The phases of this run's size: `--size 8b` (make bench SIZE=8b) runs phase_8b.py's."""
+    return PHASES_8B if opts.size == "8b" else PHASES
+
+
 async def run_phases(run: Run, report: Report) -> None:
     meter = CpuMeter([run.raw.proc.pid, run.node.proc.pid])
     load: dict[str, float] = {}
     report.environment["foreign_cores_by_phase"] = load
     report.node_rss_samples = run.node_rss_samples
-    for phase in PHASES:
+    for phase in phases_of(run.opts):
         start = meter.snapshot()
         try:
             timeout = phase.timeout_s or run.opts.phase_timeout_s
@@ -117,6 +123,7 @@ def run(opts: Options) -> Report:
     report = Report()
     report.environment = {
         "model": str(opts.model),
+        "size": opts.size,
         "threads": opts.threads,
         "queue_size": opts.queue_size,
         "burst_clients": opts.burst_clients,
@@ -128,17 +135,19 @@ def run(opts: Options) -> Report:
     opts.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with (
-        opened(opts.out / "bench-raw.log") as raw_log,
-        opened(opts.out / "bench-node.log") as node_log,
+        opened(opts.out / f"{opts.stem}-raw.log") as raw_log,
+        opened(opts.out / f"{opts.stem}-node.log") as node_log,
     ):
         raw: RawWorker | None = None
         node: Node | None = None
         try:
+            if opts.size != "tiny":  # the same start for both: the file in the page cache
+                report.environment["page_cache_read_s"] = warm_page_cache(opts.model)
             log.info("loading the model in the raw worker")
             raw = RawWorker(opts.model, opts.threads, raw_log)
             log.info("starting llm-node")
             node = Node(opts, node_log)
-            report.environment["node_ready_s"] = node.wait_ready()
+            report.environment["node_ready_s"] = node.wait_ready(opts.ready_timeout_s)
             report.environment["raw_load_s"] = raw.hello["load_seconds"]
             asyncio.run(run_phases(Run(opts, raw, node, opts.n_batch or node_n_batch()), report))
         except Exception as exc:
@@ -151,7 +160,7 @@ def run(opts: Options) -> Report:
                 raw.close()
             report.environment["duration_s"] = time.perf_counter() - started
             report.environment["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-            print(write_reports(report, PHASES, opts.out))
+            print(write_reports(report, phases_of(opts), opts.out, opts.stem))
     return report
 
 

@@ -49,14 +49,25 @@ def spec() -> dict[str, Any]:
     }
 
 
-def run(python: Path, model: Path, threads: int, timeout: float = 1800.0) -> dict[str, Any]:
-    """Run the worker with the peer's interpreter; its JSON result (or {"error": ...})."""
+def run(
+    python: Path,
+    model: Path,
+    threads: int,
+    timeout: float = 1800.0,
+    job: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the worker with the peer's interpreter; its JSON result (or {"error": ...}).
+    `job`: what to measure (default: `spec()`; `{"kind": "sized", ...}`: `measure_sized`)."""
     if not python.is_file():
         return {"error": f"no peer interpreter at {python} (make bench PEER=1 builds it)"}
     command = [str(python), str(Path(__file__).resolve()), "--model", str(model)]
     command += ["--threads", str(threads)]
     done = subprocess.run(
-        command, input=json.dumps(spec()), capture_output=True, text=True, timeout=timeout
+        command,
+        input=json.dumps(job or spec()),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -141,6 +152,96 @@ def measure(model: Path, threads: int, job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def own_memory() -> dict[str, int | None]:
+    """This process's RSS, its peak (VmHWM) and its anonymous part, from /proc/self/status."""
+    status = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
+    fields = {line.split(":")[0]: line.split()[1:] for line in status}
+
+    def size(key: str) -> int | None:
+        value = fields.get(key)
+        return int(value[0]) * 1024 if value else None
+
+    return {key: size(key) for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
+
+
+def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, Any]:
+    """The 8B-size run (bench SIZE=8b, phase_8b.py): prompts given as token ids (the node's
+    tokenizer made them from the chat template), each evaluated from an empty cache (`reset`),
+    times from a stopping criterion that llama-cpp-python calls once per sampled token; then a
+    chat through `create_chat_completion` with its own prefix reuse."""
+    from llama_cpp import Llama
+
+    started = time.perf_counter()
+    llm = Llama(
+        model_path=str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
+    load_s = time.perf_counter() - started
+    greedy: dict[str, Any] = {"temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0}
+
+    def timed(call: Any) -> dict[str, Any]:
+        stamps: list[float] = []
+
+        def stamp(_ids: Any, _logits: Any) -> bool:
+            stamps.append(time.perf_counter())
+            return False
+
+        t0 = time.perf_counter()
+        for _chunk in call([stamp]):
+            pass
+        first, last = (stamps[0], stamps[-1]) if stamps else (None, None)
+        rate = None
+        if first is not None and last is not None and last > first:
+            rate = (len(stamps) - 1) / (last - first)
+        return {
+            "ttft_s": None if first is None else first - t0,
+            "decode_tps": rate,
+            "tokens": len(stamps),
+        }
+
+    def prompt(tokens: list[int], max_tokens: int) -> dict[str, Any]:
+        llm.reset()  # no prefix reuse: every prompt evaluated whole
+        result = timed(
+            lambda stop: llm.create_completion(
+                tokens, max_tokens=max_tokens, stream=True, stopping_criteria=stop, **greedy
+            )
+        )
+        return {**result, "prompt_tokens": len(tokens)}
+
+    prompt(job["warmup"], 2)
+    figures: dict[str, Any] = {
+        "llama_cpp_version": __import__("llama_cpp").__version__,
+        "load_s": load_s,
+        "n_batch": llm.n_batch,
+        "short": [prompt(tokens, job["max_tokens"]) for tokens in job["short"]],
+        "long": [prompt(tokens, job["long_max_tokens"]) for tokens in job["long"]],
+    }
+    llm.reset()
+    history: list[dict[str, str]] = [{"role": "system", "content": job["system"]}]
+    turns = []
+    for content in job["user_messages"]:
+        messages = [*history, {"role": "user", "content": content}]
+        pieces: list[str] = []
+
+        def chat(
+            stop: Any, messages: list[dict[str, str]] = messages, pieces: list[str] = pieces
+        ) -> Any:
+            for chunk in llm.create_chat_completion(
+                messages,
+                max_tokens=job["reply_tokens"],
+                stream=True,
+                stopping_criteria=stop,
+                **greedy,
+            ):
+                pieces.append(chunk["choices"][0]["delta"].get("content") or "")
+                yield chunk
+
+        turns.append(timed(chat))
+        history = [*messages, {"role": "assistant", "content": "".join(pieces)}]
+    figures["chat"] = turns
+    figures["memory"] = own_memory()
+    return figures
+
+
 def markdown(result: dict[str, Any]) -> list[str]:
     """The llama.cpp column (make bench PEER=1), next to the node's figures."""
     peer = result.get("peer")
@@ -180,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.model, args.threads, json.load(sys.stdin))), flush=True)
+    job = json.load(sys.stdin)
+    measure_job = measure_sized if job.get("kind") == "sized" else measure
+    print(json.dumps(measure_job(args.model, args.threads, job)), flush=True)
     return 0
 
 

@@ -109,6 +109,7 @@ class Node:
                 "LLM_LOG_LEVEL": "info",
             }
         )
+        env.update(opts.node_env)
         if opts.n_batch is not None:
             env["LLM_N_BATCH"] = str(opts.n_batch)
         self.proc = subprocess.Popen(

@@ -47,9 +47,11 @@ def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
     gpt4all calls once per generated token on its generating thread.
     """
     token_ids: list[int] = []
+    token_times: list[float] = []
 
     def count(token_id: int, _text: str) -> bool:
         token_ids.append(token_id)
+        token_times.append(time.perf_counter())
         return True
 
     arrivals: list[float] = []
@@ -71,6 +73,7 @@ def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
         repeat_last_n=int(request["repeat_last_n"]),
         n_batch=int(request["n_batch"]),
         reset_context=True,
+        special=bool(request.get("special", False)),  # parse special tokens (chat templates)
     )
     for piece in stream:
         if piece:
@@ -83,6 +86,9 @@ def generate(model: Any, request: dict[str, Any]) -> dict[str, Any]:
         "last": arrivals[-1] if arrivals else None,
         "end": t_end,
         "tokens": len(token_ids),
+        # when the generating thread produced the first and the last token (callback times)
+        "first_token": token_times[0] if token_times else None,
+        "last_token": token_times[-1] if token_times else None,
         "chunks": len(arrivals),
         "text": "".join(pieces),
     }

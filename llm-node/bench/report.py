@@ -32,6 +32,11 @@ class Report:
         }
 
 
+def has_targets(report: Report) -> bool:
+    """The tiny model's run is judged against targets; the SIZE=8b run has its own table."""
+    return bool(report.environment.get("size", "tiny") == "tiny")
+
+
 def busy_warning(by_phase: dict[str, float]) -> list[str]:
     busy = [name for name, cores in by_phase.items() if cores >= QUIET_CORES]
     if not busy:
@@ -56,9 +61,9 @@ def markdown(report: Report, phases: Sequence[Phase]) -> str:
         f"{env.get('started')}; CPU used by other processes (cores): {by_phase or 'n/a'}.",
         "",
         *busy_warning(env.get("foreign_cores_by_phase", {})),
-        *summary_rows(report.phases, env),
-        "",
     ]
+    if has_targets(report):
+        lines += [*summary_rows(report.phases, env), ""]
     for phase in phases:
         figures = report.phases.get(phase.name)
         if figures:
@@ -68,10 +73,11 @@ def markdown(report: Report, phases: Sequence[Phase]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(report: Report, phases: Sequence[Phase], out: Path) -> str:
-    report.targets = judge(report.phases)
+def write_reports(report: Report, phases: Sequence[Phase], out: Path, stem: str = "bench") -> str:
+    """OUT/STEM.json and OUT/STEM.md (bench.json; SIZE=8b: bench-8b.json); the Markdown."""
+    report.targets = judge(report.phases) if has_targets(report) else []
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", "utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", "utf-8")
     text = markdown(report, phases)
-    (out / "bench.md").write_text(text + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(text + "\n", encoding="utf-8")
     return text

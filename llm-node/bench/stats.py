@@ -43,11 +43,16 @@ def mib(value: float | None) -> float | None:
 
 def peak_rss_bytes(pid: int) -> int | None:
     """The kernel's high-water mark of resident memory (VmHWM) of a process, if readable."""
+    return status_bytes(pid, "VmHWM")
+
+
+def status_bytes(pid: int, key: str) -> int | None:
+    """A size field of /proc/PID/status (VmRSS, VmHWM, RssAnon, RssFile) in bytes, if readable."""
     try:
         status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
     return None
