@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ UNCACHED_TURNS = (1, 6)
 CHAT_SYSTEM = "Chat. You are a patient teacher."
 IDLE_TIMEOUT_S = 600.0
 RUN_BUDGET_S = 30 * 60  # phase_long_batch runs only if the run is younger
+PEER_WAIT_S = 20 * 60
 STARTED = time.perf_counter()  # bench.py imports this module when it starts
 # Greedy, no repeat penalty, the same on every engine.
 SAMPLING: dict[str, Any] = {
@@ -343,6 +345,11 @@ async def phase_chat(run: Run) -> dict[str, Any]:
     return await asyncio.to_thread(measure_chat, run)
 
 
+def peer_importable(python: Path) -> bool:
+    command = [str(python), "-c", "import llama_cpp"]
+    return python.is_file() and subprocess.run(command, capture_output=True).returncode == 0
+
+
 async def phase_peer(run: Run) -> dict[str, Any]:
     opts = run.opts
     if opts.peer is None:
@@ -359,6 +366,13 @@ async def phase_peer(run: Run) -> dict[str, Any]:
         "user_messages": prompts["chat_users"],
         "reply_tokens": CHAT_REPLY_TOKENS,
     }
+    # The peer's build takes minutes; a run started while it compiles waits for it (a while).
+    deadline = time.perf_counter() + PEER_WAIT_S
+    while not await asyncio.to_thread(peer_importable, opts.peer):
+        if time.perf_counter() > deadline:
+            break  # peer.run reports the import error
+        log.info("8b: waiting for the peer's build (llama_cpp not importable yet)")
+        await asyncio.sleep(30)
     log.info("8b: llama.cpp (peer)")
     return await asyncio.to_thread(peer.run, opts.peer, opts.model, opts.threads, 3600.0, job)
 
@@ -547,10 +561,10 @@ PHASES_8B: tuple[Phase, ...] = (
     Phase("prompts", phase_prompts, nothing, metered=False),
     Phase("single", phase_single, nothing, timeout_s=5400),
     Phase("chat", phase_chat, nothing, timeout_s=3600),
-    Phase("peer", phase_peer, nothing, timeout_s=3600),
     Phase("memory", phase_memory, nothing, metered=False),
-    # after the engines: a copy of 2 x 1 GiB is not in their way, and neither is its CPU
-    Phase("bandwidth", phase_bandwidth, nothing),
     Phase("long_batch", phase_long_batch, nothing, timeout_s=3600),
+    # after gpt4all's engines: a copy of 2 x 1 GiB is not in their way, nor its CPU
+    Phase("bandwidth", phase_bandwidth, nothing),
+    Phase("peer", phase_peer, nothing, timeout_s=3600),
     Phase("table", phase_table, describe_table, metered=False),
 )
