@@ -169,7 +169,7 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
     tokenizer made them from the chat template), each evaluated from an empty cache (`reset`),
     times from a stopping criterion that llama-cpp-python calls once per sampled token; then a
     chat through `create_chat_completion` with its own prefix reuse."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama, StoppingCriteriaList
 
     started = time.perf_counter()
     llm = Llama(
@@ -179,15 +179,18 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
     greedy: dict[str, Any] = {"temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0}
 
     def timed(call: Any) -> dict[str, Any]:
-        stamps: list[float] = []
+        by_length: dict[int, float] = {}
 
-        def stamp(_ids: Any, _logits: Any) -> bool:
-            stamps.append(time.perf_counter())
+        def stamp(ids: Any, _logits: Any) -> bool:
+            # Called for each sampled token, and once more with the same ids when the
+            # completion ends (llama.py's _create_completion): one time per context length.
+            by_length.setdefault(len(ids), time.perf_counter())
             return False
 
         t0 = time.perf_counter()
-        for _chunk in call([stamp]):
+        for _chunk in call(StoppingCriteriaList([stamp])):  # called as one criterion
             pass
+        stamps = sorted(by_length.values())
         first, last = (stamps[0], stamps[-1]) if stamps else (None, None)
         rate = None
         if first is not None and last is not None and last > first:
