@@ -1,12 +1,15 @@
-"""Chat templates: the one in the tiny model's GGUF, a Llama 3 template, the ChatML fallback."""
+"""Chat templates: the ones in the tiny model's and the Llama 3 stand-in's GGUF files, a Llama 3
+template, the ChatML fallback."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from llm_node.chat_template import CHATML_TEMPLATE, ChatFormat, TemplateError, load_chat_format
 from llm_node.stop_filter import StopFilter
+from llm_node.tokenizer import Tokenizer
 
 # Meta-Llama-3-8B-Instruct's tokenizer.chat_template, verbatim.
 LLAMA3 = (
@@ -28,24 +31,93 @@ def tiny_format(tiny_model: Path) -> ChatFormat:
     return load_chat_format(tiny_model)
 
 
-def test_tiny_model_template_comes_from_the_gguf(tiny_format: ChatFormat) -> None:
-    assert tiny_format.source == "gguf"
+@pytest.fixture(scope="module")
+def llama3_format(llama3_model: Path) -> ChatFormat:
+    return load_chat_format(llama3_model)
 
 
-def test_tiny_model_renders_chatml(tiny_format: ChatFormat) -> None:
-    assert tiny_format.render(TURNS) == (
+@pytest.fixture(scope="module", params=["tiny", "llama3"])
+def gguf_format(request: pytest.FixtureRequest) -> tuple[str, ChatFormat]:
+    """(model name, the chat format read from its GGUF file), for each test model."""
+    return request.param, request.getfixturevalue(f"{request.param}_format")
+
+
+# What the engine evaluates for TURNS: the template's rendering, after the BOS token the engine
+# adds itself when the vocabulary asks for it. The Llama 3 stand-in carries Llama 3's real
+# template, special tokens and add_bos_token flag.
+PROMPTS = {
+    "tiny": (
         "<|im_start|>system\nBe brief.<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
-    )
+    ),
+    "llama3": (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+}
+# The token that ends the assistant's turn: (id, text).
+END_OF_TURN = {"tiny": (2, "<|im_end|>"), "llama3": (128009, "<|eot_id|>")}
+
+
+def test_template_comes_from_the_gguf(gguf_format: tuple[str, ChatFormat]) -> None:
+    assert gguf_format[1].source == "gguf"
+
+
+def test_gguf_template_renders_the_model_format(gguf_format: tuple[str, ChatFormat]) -> None:
+    name, fmt = gguf_format
+    bos = fmt.bos_token if fmt.engine_adds_bos else ""
+    assert bos + fmt.render(TURNS) == PROMPTS[name]
 
 
 def test_tiny_model_template_adds_its_default_system_prompt(tiny_format: ChatFormat) -> None:
     assert tiny_format.render(TURNS[1:]).startswith("<|im_start|>system\nYou are a helpful AI")
 
 
-def test_tiny_model_stops_on_im_end(tiny_format: ChatFormat) -> None:
-    assert (2 in tiny_format.stop_token_ids, "<|im_end|>" in tiny_format.stop_texts) == (True, True)
+def test_gguf_format_stops_on_the_end_of_turn_token(gguf_format: tuple[str, ChatFormat]) -> None:
+    name, fmt = gguf_format
+    token, text = END_OF_TURN[name]
+    assert (token in fmt.stop_token_ids, text in fmt.stop_texts) == (True, True)
+
+
+@pytest.fixture(scope="module")
+def llama3_tokenizer(llama3_model: Path) -> Iterator[Tokenizer]:
+    with Tokenizer(llama3_model) as tokenizer:
+        yield tokenizer
+
+
+def test_llama3_standin_starts_with_one_bos(
+    llama3_format: ChatFormat, llama3_tokenizer: Tokenizer
+) -> None:
+    # The template writes bos_token and the engine adds BOS too: the prompt has it once.
+    tokens = llama3_tokenizer.tokenize(llama3_format.render(TURNS).encode(), special=True)
+    assert (tokens[:2], tokens.count(128000)) == ([128000, 128006], 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "special", "tokens"),
+    [
+        ("<|start_header_id|>", True, [128000, 128006]),
+        ("<|end_header_id|>", True, [128000, 128007]),
+        ("<|eot_id|>", True, [128000, 128009]),
+        ("Hello world", True, [128000, 9906, 1917]),
+        ("user<|end_header_id|>\n\n", True, [128000, 882, 128007, 271]),
+    ],
+    ids=["start_header", "end_header", "eot", "words", "header"],
+)
+def test_llama3_standin_tokenizes_as_llama3(
+    llama3_tokenizer: Tokenizer, text: str, special: bool, tokens: list[int]
+) -> None:
+    assert llama3_tokenizer.tokenize(text.encode(), special=special) == tokens
+
+
+def test_llama3_special_tokens_are_text_without_special_parsing(
+    llama3_tokenizer: Tokenizer,
+) -> None:
+    tokens = llama3_tokenizer.tokenize(b"<|start_header_id|>", special=False)
+    special = llama3_tokenizer.is_special(128006), llama3_tokenizer.is_special(9906)
+    assert (len(tokens) > 3, 128006 in tokens, special) == (True, False, (True, False))
 
 
 def llama3(engine_adds_bos: bool) -> ChatFormat:

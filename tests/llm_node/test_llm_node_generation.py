@@ -1,16 +1,26 @@
-"""Generation through the HTTP API with the real tiny model: answers, streams, stops, usage."""
+"""Generation through the HTTP API with the real tiny model: answers, streams, stops, usage.
+
+The tests that take `served` run on the tiny model and on the Llama 3 stand-in (the real Llama 3
+tokenizer, template and special tokens on random weights: its text is gibberish, its token
+counts, stops and BOS handling are Llama 3's)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from gguf import GGUFReader
-from node_harness import metric
+from llm_node.chat_template import load_chat_format
+from llm_node.tokenizer import Tokenizer
+from node_harness import LiveServer, metric
 
 from tests.support import COUNTING, wait_until
+
+if TYPE_CHECKING:
+    from conftest import Served
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -21,8 +31,8 @@ def sse_events(response: httpx.Response) -> list[str]:
     return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
 
 
-def test_chat_completion_returns_generated_text(client: httpx.Client) -> None:
-    body = client.post(CHAT, json={"messages": HELLO, "max_tokens": 8}).json()
+def test_chat_completion_returns_generated_text(served: Served) -> None:
+    body = served.client.post(CHAT, json={"messages": HELLO, "max_tokens": 8}).json()
     assert body["choices"][0]["message"]["content"].strip()
 
 
@@ -35,50 +45,77 @@ def test_chat_completion_has_openai_shape(client: httpx.Client) -> None:
     )
 
 
-def test_max_tokens_gives_length_finish_and_exact_completion_tokens(client: httpx.Client) -> None:
-    body = client.post("/v1/completions", json={**COUNTING, "max_tokens": 7}).json()
+def test_max_tokens_gives_length_finish_and_exact_completion_tokens(served: Served) -> None:
+    body = served.client.post("/v1/completions", json={**COUNTING, "max_tokens": 7}).json()
     assert (body["choices"][0]["finish_reason"], body["usage"]["completion_tokens"]) == (
         "length",
         7,
     )
 
 
-def test_end_of_turn_gives_stop_finish(client: httpx.Client) -> None:
-    # Greedy, the tiny model answers "Hi" in one sentence and ends its turn with <|im_end|>.
-    messages = [{"role": "user", "content": "Hi"}]
-    body = client.post(CHAT, json={"messages": messages, "max_tokens": 60, "temperature": 0}).json()
-    choice = body["choices"][0]
-    assert (choice["finish_reason"], "<|im_end|>" in choice["message"]["content"]) == (
+# A chat turn the model ends by itself (greedy), and its end-of-turn token's text. The Llama 3
+# stand-in's <|eot_id|> logit is scaled up so that some replies end (scripts/llama3_standin.py).
+ENDS_ITS_TURN = {
+    "tiny": ("Hi", "<|im_end|>"),
+    "llama3": ("Count from one to twenty.", "<|eot_id|>"),
+}
+
+
+def test_end_of_turn_gives_stop_finish(served: Served) -> None:
+    content, end_of_turn = ENDS_ITS_TURN[served.name]
+    messages = [{"role": "user", "content": content}]
+    body = served.client.post(
+        CHAT, json={"messages": messages, "max_tokens": 60, "temperature": 0}
+    ).json()
+    choice, tokens = body["choices"][0], body["usage"]["completion_tokens"]
+    assert (choice["finish_reason"], end_of_turn in choice["message"]["content"], tokens > 0) == (
         "stop",
         False,
+        True,
     )
 
 
-def test_stop_string_ends_the_answer_and_is_not_returned(client: httpx.Client) -> None:
-    full = client.post("/v1/completions", json={**COUNTING, "max_tokens": 12}).json()
+def test_end_of_turn_token_as_a_stop_string_changes_nothing(served: Served) -> None:
+    # Clients (the openai SDK's Llama 3 examples) often pass the end-of-turn text as a stop.
+    content, end_of_turn = ENDS_ITS_TURN[served.name]
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 60, "temperature": 0}
+    plain = served.client.post(CHAT, json=body).json()["choices"][0]
+    stopped = served.client.post(CHAT, json={**body, "stop": [end_of_turn]}).json()["choices"][0]
+    assert stopped == plain
+
+
+# A stop string inside the greedy continuation of COUNTING (12 tokens), for each model.
+STOP_IN_COUNTING = {"tiny": " 11", "llama3": "Element"}
+
+
+def test_stop_string_ends_the_answer_and_is_not_returned(served: Served) -> None:
+    stop = STOP_IN_COUNTING[served.name]
+    full = served.client.post("/v1/completions", json={**COUNTING, "max_tokens": 12}).json()
     text = full["choices"][0]["text"]
-    assert " 11" in text, f"premise: greedy counting continues the list, got {text!r}"
-    stopped = client.post(
-        "/v1/completions", json={**COUNTING, "max_tokens": 12, "stop": [" 11"]}
+    assert stop in text, f"premise: greedy continuation contains {stop!r}, got {text!r}"
+    stopped = served.client.post(
+        "/v1/completions", json={**COUNTING, "max_tokens": 12, "stop": [stop]}
     ).json()
     assert (stopped["choices"][0]["text"], stopped["choices"][0]["finish_reason"]) == (
-        text[: text.index(" 11")],
+        text[: text.index(stop)],
         "stop",
     )
 
 
-def test_stop_string_is_not_streamed(client: httpx.Client) -> None:
-    with client.stream(
-        "POST", "/v1/completions", json={**COUNTING, "max_tokens": 12, "stream": True, "stop": "11"}
-    ) as response:
+def test_stop_string_is_not_streamed(served: Served) -> None:
+    stop = STOP_IN_COUNTING[served.name].strip()
+    full = served.client.post("/v1/completions", json={**COUNTING, "max_tokens": 12}).json()
+    text = full["choices"][0]["text"]
+    request = {**COUNTING, "max_tokens": 12, "stream": True, "stop": stop}
+    with served.client.stream("POST", "/v1/completions", json=request) as response:
         events = sse_events(response)
-    text = "".join(json.loads(e)["choices"][0]["text"] for e in events if e != "[DONE]")
-    assert text.rstrip().endswith("10,") and "11" not in text
+    streamed = "".join(json.loads(e)["choices"][0]["text"] for e in events if e != "[DONE]")
+    assert (streamed, stop in streamed) == (text[: text.index(stop)], False)
 
 
-def test_stream_sends_chunks_then_finish_then_done(client: httpx.Client) -> None:
+def test_stream_sends_chunks_then_finish_then_done(served: Served) -> None:
     request = {"messages": HELLO, "max_tokens": 6, "stream": True}
-    with client.stream("POST", CHAT, json=request) as response:
+    with served.client.stream("POST", CHAT, json=request) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = sse_events(response)
     chunks = [json.loads(e) for e in events[:-1]]
@@ -137,8 +174,26 @@ def test_chat_prompt_tokens_count_the_rendered_template(client: httpx.Client) ->
     ) == (True, True)
 
 
-def test_usage_totals_add_up(client: httpx.Client) -> None:
-    usage = client.post(CHAT, json={"messages": HELLO, "max_tokens": 3}).json()["usage"]
+def test_chat_prompt_tokens_are_the_tokenizers_count(served: Served) -> None:
+    # What the engine evaluates: the GGUF template's rendering, tokenized with special tokens
+    # parsed (and BOS added when the vocabulary asks for it, as Llama 3's does).
+    rendered = load_chat_format(served.model).render(HELLO)
+    with Tokenizer(served.model) as tokenizer:
+        expected = len(tokenizer.tokenize(rendered.encode(), special=True))
+    body = served.client.post(CHAT, json={"messages": HELLO, "max_tokens": 1}).json()
+    assert body["usage"]["prompt_tokens"] == expected
+
+
+def test_llama3_chat_prompt_tokens(llama3_server: LiveServer) -> None:
+    # <|begin_of_text|> <|start_header_id|> user <|end_header_id|> \n\n Say Ġhello . <|eot_id|>
+    # <|start_header_id|> assistant <|end_header_id|> \n\n: 13 tokens, BOS once.
+    with httpx.Client(base_url=llama3_server.url, timeout=120) as client:
+        body = client.post(CHAT, json={"messages": HELLO, "max_tokens": 1}).json()
+    assert body["usage"]["prompt_tokens"] == 13
+
+
+def test_usage_totals_add_up(served: Served) -> None:
+    usage = served.client.post(CHAT, json={"messages": HELLO, "max_tokens": 3}).json()["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
@@ -163,7 +218,8 @@ def test_request_id_is_returned(client: httpx.Client) -> None:
     assert response.headers["x-request-id"] == "abc-123"
 
 
-def test_token_counters_move_with_usage(client: httpx.Client) -> None:
+def test_token_counters_move_with_usage(served: Served) -> None:
+    client = served.client
     before = (
         metric(client, "llm_prompt_tokens_total"),
         metric(client, "llm_generated_tokens_total"),
