@@ -440,9 +440,9 @@ def describe_table(figures: dict[str, Any], env: dict[str, Any]) -> list[str]:
         return None if value is None else float(value)
 
     def of_limit(rate: float | None) -> str:
-        return (
-            "n/a" if rate is None or not limit else f"{fmt(rate, 2)} ({100 * rate / limit:.0f} %)"
-        )
+        if rate is None or not limit:
+            return fmt(rate, 2)
+        return f"{fmt(rate, 2)} ({100 * rate / limit:.0f} %)"
 
     def peer_cell(value: str) -> str:
         return value if has_peer else "n/a"
