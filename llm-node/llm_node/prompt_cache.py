@@ -12,6 +12,10 @@ to a fresh evaluation (measured, see the README's "Prompt cache" section):
 3. Cut only at a token boundary where the text after it re-tokenizes to the same tokens.
 4. Never set n_past above what the backend holds (it aborts the process): the engine checks
    the backend's token list after every call and calls `invalidate` when anything is off.
+
+Besides the live context, `plan` weighs the token lists of saved states (`saved`: see
+llm_node.state_cache): the same rules apply to each, and the plan names the state to restore
+when one of them gives the longest reusable prefix.
 """
 
 from __future__ import annotations
