@@ -155,3 +155,19 @@ def test_a_user_returning_after_their_state_was_evicted(tight: Pair) -> None:
     assert metric(tight.on, "llm_prompt_cache_evictions_total") > evictions
     chats[0].turn()  # evaluated again (its state is gone), still identical (compared in turn)
     assert metric(tight.on, "llm_prompt_cache_bytes") <= 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def small(tiny_model: Path) -> Iterator[Pair]:
+    """A 256-token window: a completion without max_tokens fills it cheaply."""
+    yield from start_pair(tiny_model, n_ctx=256, default_max_tokens=1024, max_tokens_limit=1024)
+
+
+def test_a_conversation_restored_after_a_completion_filled_the_context(small: Pair) -> None:
+    chat = Chat(small, "hal")
+    chat.turn()
+    counting = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", **GREEDY}
+    _, _, finish = same(small.post("/v1/completions", counting))
+    assert finish == "length"  # premise: the window was filled
+    chat.turn("Go on.")
+    assert chat.cached(1) >= chat.previous_prompt(1) - 16
