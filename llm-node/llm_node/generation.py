@@ -349,6 +349,7 @@ class Generator:
             return
         if self.states.covers(tokens):
             return
+        self.states.supersede(tokens)  # this conversation's older state: not kept twice
         started = time.perf_counter()
         try:
             data = self.backend.save()

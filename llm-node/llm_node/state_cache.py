@@ -53,6 +53,12 @@ class StateCache:
                 return True
         return False
 
+    def supersede(self, tokens: Tokens) -> None:
+        """Drop the states whose tokens `tokens` starts with: a state of `tokens` is about to
+        be saved (dropped first, so that two copies of a long conversation never coexist)."""
+        for held in [h for h in self._states if _is_prefix(h, tokens)]:
+            self._drop(held)
+
     def put(self, tokens: Tokens, data: bytes) -> int:
         """Keep `data` as the state of `tokens`; returns how many states the budget evicted.
 
@@ -64,8 +70,7 @@ class StateCache:
             if held != tokens and _is_prefix(tokens, held):
                 self._states.move_to_end(held)
                 return 0
-        for held in [h for h in self._states if _is_prefix(h, tokens)]:
-            self._drop(held)  # superseded (or replaced, for the same tokens)
+        self.supersede(tokens)  # (or replace, for the same tokens)
         if len(data) > self.budget:
             return 0
         self._states[tokens] = data

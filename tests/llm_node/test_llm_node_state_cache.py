@@ -103,3 +103,11 @@ def test_no_tokens_no_state() -> None:
     cache = StateCache(budget=1000)
     cache.put((), state(10))
     assert len(cache) == 0
+
+
+def test_supersede_drops_the_older_states_of_a_conversation() -> None:
+    cache = StateCache(budget=1000)
+    cache.put((1, 2), state(40))
+    cache.put((5,), state(40))
+    cache.supersede((1, 2, 3))
+    assert (list(cache.keys()), cache.bytes) == ([(5,)], 40)
