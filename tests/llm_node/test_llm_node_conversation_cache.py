@@ -29,8 +29,8 @@ from test_llm_node_prompt_cache import (
 pytestmark = pytest.mark.slow
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly."}
-USERS = ("ann", "bob")
-TURNS = 4
+USERS = ("ann", "bob", "col")
+TURNS = 6
 SUBJECTS = ["rivers", "volcanoes", "owls", "glaciers", "tides", "deserts", "comets", "forests"]
 
 
@@ -85,13 +85,18 @@ def restores(pair: Pair) -> float:
 
 @pytest.fixture(scope="module")
 def alternating(pair: Pair) -> dict[str, Any]:
-    """Two users take turns, 4 turns each; every answer is compared as it comes."""
+    """Three users take turns, 6 turns each; every answer is compared as it comes."""
     before = restores(pair)
+    hits = metric(pair.on, "llm_prompt_cache_hits_total", source="saved")
     chats = {user: Chat(pair, user) for user in USERS}
     for _ in range(TURNS):
         for chat in chats.values():
             chat.turn()
-    return {"chats": chats, "restores": restores(pair) - before}
+    return {
+        "chats": chats,
+        "restores": restores(pair) - before,
+        "hits": metric(pair.on, "llm_prompt_cache_hits_total", source="saved") - hits,
+    }
 
 
 @pytest.mark.parametrize("user", USERS)
@@ -108,6 +113,10 @@ def test_a_returning_user_reuses_their_own_history(
 def test_each_returning_turn_restored_a_state_in_place(alternating: dict[str, Any]) -> None:
     # Every turn after each user's first finds the other user's context live: one restore each.
     assert alternating["restores"] == len(USERS) * (TURNS - 1)
+
+
+def test_each_restore_counts_as_a_hit_on_a_saved_state(alternating: dict[str, Any]) -> None:
+    assert alternating["hits"] == alternating["restores"]
 
 
 def test_the_restore_time_is_recorded(pair: Pair, alternating: dict[str, Any]) -> None:
