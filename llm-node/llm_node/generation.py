@@ -353,7 +353,7 @@ class Generator:
         started = time.perf_counter()
         try:
             data = self.backend.save()
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, MemoryError) as exc:  # e.g. no memory for the scratch map
             log.warning("could not save the context's state: %s", exc)
             return
         self.metrics.prompt_cache_evictions.inc(self.states.put(tokens, data))
