@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     # After an answer, when no request waits, evaluate the reply in batches so that the next
     # turn reuses it too (abandoned at the next token when a request arrives).
     prompt_cache_refill: bool = True
+    # Memory for saved model states, so that several conversations (users, a client's side
+    # requests) each keep their prefix: after each call the context's state is copied out,
+    # and a request whose prompt continues a saved one restores it and evaluates only the rest
+    # (least recently used out first; 0 = only the live context, as before). A state costs
+    # per token what the KV cache does: 128 KiB at Llama 3 8B's shape (32 layers x K and V x
+    # 1,024 x 2 bytes), about 24 KB on the tiny model. 512 MiB hold 4,096 tokens at 8B (four
+    # 1,000-token conversations) and about 22,000 on the tiny model. It is memory on top of the
+    # README's budget: at n_ctx 8,192 a cx33 has only ~70 MiB to spare, so lower it there (or
+    # the context to 4,096, which leaves ~580 MiB); see the README's "Prompt cache".
+    prompt_cache_mib: int = Field(default=512, ge=0)
     # Requests that may wait behind the running one. At 8B size (above) a typical job (a chat
     # turn: ~100 new prompt tokens at 6.2 tokens/s plus the default 256 new tokens at 3.1) is
     # about 100 s, so the 4th waiting job finishes after about 5 x 100 s = 500 s, within the

@@ -8,6 +8,10 @@ public `generate()` turns it off, which breaks chat templates); its callbacks ru
 thread for every evaluated prompt token and every generated token, count them, and stop the
 generation as soon as the request is cancelled, past its deadline, at an end-of-turn token, at
 a `stop` string or at `max_tokens`.
+
+With `LLM_PROMPT_CACHE_MIB` > 0 the context's state is copied out after each call
+(`llm_node.state_cache`, `llm_node.backend_state`), so a prompt that continues an older
+conversation than the last one restores its state and evaluates only the rest.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from llm_node import backend_state
 from llm_node.admission import Rates
+from llm_node.backend_state import BackendState, LayoutError
 from llm_node.chat_template import ChatFormat
 from llm_node.config import Settings
 from llm_node.events import Delta, Failed, Finished, FinishReason, SamplingParams
 from llm_node.metrics import Metrics
 from llm_node.prompt_cache import Plan, PromptCache
+from llm_node.state_cache import StateCache
 from llm_node.stop_filter import StopFilter
 from llm_node.tokenizer import Tokenizer
 
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
     from llm_node.engine import Job
 
 log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
 
 # gpt4all refuses to evaluate more than n_ctx - 4 prompt tokens at once (llmodel_shared.cpp:161).
 RESERVED_TOKENS = 4
@@ -54,6 +63,18 @@ class Generator:
         self.settings = settings
         self.metrics = metrics
         self.cache = PromptCache(tokenizer, settings.n_batch, enabled=settings.prompt_cache)
+        # Saved states of earlier contexts (None: only the live context is reused).
+        self.states: StateCache | None = None
+        self.backend: BackendState | None = None
+        if self.cache.enabled and settings.prompt_cache_mib > 0:
+            if backend_state.available():
+                self.backend = BackendState(model.model)
+                self.states = StateCache(settings.prompt_cache_mib * MIB)
+            else:
+                log.warning("gpt4all exports no state save/restore: keeping one context only")
+        states = self.states
+        metrics.prompt_cache_bytes.set_function(lambda: states.bytes if states else 0)
+        metrics.prompt_cache_states.set_function(lambda: len(states) if states else 0)
         # This node's prompt and decode speeds, measured on finished generations.
         self.rates = Rates()
         # The last answered prompt and its reply (what a chat client sends back next turn).
@@ -64,7 +85,8 @@ class Generator:
         started = time.perf_counter()
         # The backend reads the prompt as a C string: it ends at the first NUL byte.
         prompt = job.prompt.encode().split(b"\0", 1)[0]
-        plan = self.cache.plan(prompt, special=job.special)
+        saved = list(self.states.keys()) if self.states is not None else []
+        plan = self.cache.plan(prompt, special=job.special, saved=saved)
         if not plan.tokens:
             # An empty prompt evaluates no token, and sampling would then read the logits the
             # previous request left: its first token would continue another user's text. As
@@ -204,6 +226,8 @@ class Generator:
             reset_context=True,
         )
         context = llmodel.context
+        if plan.restore is not None:
+            plan = self._restore(plan)
         if plan.reuse > context.tokens_size:  # never: n_past past the backend's tokens aborts
             log.warning("prompt cache out of step with the backend; evaluating from scratch")
             self.cache.invalidate()
@@ -229,6 +253,9 @@ class Generator:
             log.error("tokenizer out of step: %d prompt tokens fed, %d planned", evaluated, size)
         self.metrics.prompt_tokens.inc(plan.reuse + evaluated)
         self.metrics.prompt_tokens_cached.inc(plan.reuse)
+        if plan.reuse:
+            source = "live" if plan.restore is None else "saved"
+            self.metrics.prompt_cache_hits.labels(source=source).inc()
         self.metrics.generated_tokens.inc(completion_tokens)
         if prompt_done_at and evaluated:
             self.rates.record_prompt(evaluated, prompt_done_at - prompt_started)
@@ -246,6 +273,7 @@ class Generator:
         reply.append(tail)
         self._answered = (plan.prompt + "".join(reply).encode(), plan.special)
         job.emit(Finished(finish, size, completion_tokens, cached_tokens=plan.reuse))
+        self._save()
 
     def refill(self, busy: Callable[[], bool]) -> None:
         """After an answer, evaluate prompt + reply in batches so the next turn reuses the reply
@@ -293,3 +321,40 @@ class Generator:
         else:
             self.cache.keep(plan.tokens[: plan.reuse + evaluated], held)
         self.metrics.prompt_refill.observe(time.perf_counter() - started)
+        self._save()
+
+    def _restore(self, plan: Plan) -> Plan:
+        """Put the saved state `plan` names back into the context; on any trouble, the plan to
+        evaluate from scratch (with n_past 0 the backend drops every cell: always exact)."""
+        assert plan.restore is not None and self.states is not None and self.backend is not None
+        data = self.states.get(plan.restore)
+        if data is None:
+            return plan.fresh()
+        started = time.perf_counter()
+        self.cache.invalidate()  # the live context is about to be overwritten
+        try:
+            how = self.backend.restore(data, plan.restore)
+        except (LayoutError, RuntimeError, MemoryError) as exc:
+            log.warning("could not restore a saved state (%s): evaluating from scratch", exc)
+            return plan.fresh()
+        self.cache.restored(plan.restore)
+        self.metrics.prompt_cache_restores.labels(token_list=how).inc()
+        self.metrics.prompt_cache_restore.observe(time.perf_counter() - started)
+        return plan
+
+    def _save(self) -> None:
+        """Copy the context's state out for later requests, unless a saved one covers it."""
+        tokens = self.cache.cached
+        if self.states is None or self.backend is None or not tokens:
+            return
+        if self.states.covers(tokens):
+            return
+        self.states.supersede(tokens)  # this conversation's older state: not kept twice
+        started = time.perf_counter()
+        try:
+            data = self.backend.save()
+        except (RuntimeError, OSError, MemoryError) as exc:  # e.g. no memory for the scratch map
+            log.warning("could not save the context's state: %s", exc)
+            return
+        self.metrics.prompt_cache_evictions.inc(self.states.put(tokens, data))
+        self.metrics.prompt_cache_save.observe(time.perf_counter() - started)

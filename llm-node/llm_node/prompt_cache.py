@@ -12,10 +12,15 @@ to a fresh evaluation (measured, see the README's "Prompt cache" section):
 3. Cut only at a token boundary where the text after it re-tokenizes to the same tokens.
 4. Never set n_past above what the backend holds (it aborts the process): the engine checks
    the backend's token list after every call and calls `invalidate` when anything is off.
+
+Besides the live context, `plan` weighs the token lists of saved states (`saved`: see
+llm_node.state_cache): the same rules apply to each, and the plan names the state to restore
+when one of them gives the longest reusable prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from llm_node.tokenizer import Tokenizer
@@ -35,6 +40,8 @@ class Plan:
     tokens: tuple[int, ...]  # the whole prompt, as the backend tokenizes it
     reuse: int = 0  # n_past to set: leading tokens kept from the cache (0 = fresh)
     offset: int = 0  # where the text after those tokens starts in `prompt`
+    # The saved state to restore before evaluating (its token list), None: the live context.
+    restore: tuple[int, ...] | None = None
 
     @property
     def suffix(self) -> bytes:
@@ -63,27 +70,54 @@ class PromptCache:
         """Forget the context: the next prompt is evaluated from scratch."""
         self._cached = ()
 
-    def plan(self, prompt: bytes, *, special: bool) -> Plan:
+    def plan(self, prompt: bytes, *, special: bool, saved: Iterable[tuple[int, ...]] = ()) -> Plan:
+        """The plan with the longest exactly reusable prefix, of the live context or of one of
+        the `saved` states (token lists; the plan then names the one to restore first). On a
+        tie the live context wins: nothing to restore."""
         tokens = tuple(self.tokenizer.tokenize(prompt, special=special))
-        fresh = Plan(prompt, special, tokens)
-        if not self.enabled or not self._cached or len(tokens) < 2:
-            return fresh
-        common = 0
-        for have, want in zip(self._cached, tokens, strict=False):
-            if have != want:
-                break
-            common += 1
-        offsets = self._offsets(prompt, tokens)
-        if offsets is None:
-            return fresh
+        best = Plan(prompt, special, tokens)
+        if not self.enabled or len(tokens) < 2:
+            return best
+        candidates: list[tuple[int, tuple[int, ...] | None]] = [
+            (_common(self._cached, tokens), None)
+        ]
+        candidates += [(_common(s, tokens), s) for s in saved if s != self._cached]
+        candidates.sort(key=lambda candidate: -candidate[0])  # stable: the live context first
+        offsets: list[int] | None = None
+        for common, source in candidates:
+            if common <= best.reuse:
+                break  # a cut is never past the common prefix: no later candidate does better
+            if offsets is None:
+                offsets = self._offsets(prompt, tokens)
+                if offsets is None:
+                    return best
+            k = self._cut(prompt, tokens, offsets, common, special=special)
+            if k > best.reuse:
+                best = Plan(prompt, special, tokens, k, offsets[k], restore=source)
+        return best
+
+    def _cut(
+        self,
+        prompt: bytes,
+        tokens: tuple[int, ...],
+        offsets: list[int],
+        common: int,
+        *,
+        special: bool,
+    ) -> int:
+        """The longest reusable cut within the first `common` tokens (0: none)."""
         k = self._aligned(min(common, len(tokens) - 1), len(tokens))
         for _ in range(MAX_CUT_ATTEMPTS):
             if k <= 0:
-                return fresh
+                return 0
             if self._same_suffix(prompt[offsets[k] :], tokens, k, special=special):
-                return Plan(prompt, special, tokens, k, offsets[k])
+                return k
             k = self._aligned(k - 1, len(tokens))
-        return fresh
+        return 0
+
+    def restored(self, tokens: tuple[int, ...]) -> None:
+        """A saved state holding `tokens` was put back into the context."""
+        self._cached = tokens
 
     def commit(self, tokens: tuple[int, ...], held: list[int]) -> None:
         """After a call: `held` is the backend's token list. Keep the prompt's batched cells."""
@@ -134,3 +168,13 @@ class PromptCache:
             return False
         again = self.tokenizer.tokenize(suffix, special=special, after=tokens[k - 1])
         return tuple(again) == tokens[k:]
+
+
+def _common(have: tuple[int, ...], want: tuple[int, ...]) -> int:
+    """The length of the common prefix of two token lists."""
+    n = 0
+    for a, b in zip(have, want, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n

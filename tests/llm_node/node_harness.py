@@ -28,6 +28,7 @@ BASELINE: dict[str, Any] = {
     "n_batch": 8,
     "prompt_cache": True,
     "prompt_cache_refill": True,
+    "prompt_cache_mib": 512,
     "queue_size": 8,
     "worker_nice": 10,
     "request_timeout_seconds": 120.0,

@@ -87,3 +87,53 @@ def test_a_batch_of_one_never_reuses(tokenizer: Tokenizer) -> None:
     assert (
         cache_after(tokenizer, BASE, n_batch=1).plan((BASE + "x").encode(), special=True).reuse == 0
     )
+
+
+OTHER = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhy do owls hoot at night?"
+FOLLOW_UP = "<|im_end|>\n<|im_start|>assistant\nTo talk.<|im_end|>\n<|im_start|>user\nAnd?"
+
+
+def kept(tokenizer: Tokenizer, prompt: str) -> tuple[int, ...]:
+    """The token list a saved state of `prompt` holds (what the cache keeps after it)."""
+    return cache_after(tokenizer, prompt).cached
+
+
+def test_a_saved_state_with_a_longer_prefix_is_chosen(tokenizer: Tokenizer) -> None:
+    saved = kept(tokenizer, OTHER)
+    plan = cache_after(tokenizer, BASE).plan(
+        (OTHER + FOLLOW_UP).encode(), special=True, saved=[saved]
+    )
+    assert plan.restore == saved
+
+
+def test_a_restored_plan_reuses_more_than_the_live_context_could(tokenizer: Tokenizer) -> None:
+    prompt = (OTHER + FOLLOW_UP).encode()
+    live = cache_after(tokenizer, BASE)
+    plan = live.plan(prompt, special=True, saved=[kept(tokenizer, OTHER)])
+    assert plan.reuse > live.plan(prompt, special=True).reuse
+
+
+def test_a_restored_plan_keeps_the_cut_rules(tokenizer: Tokenizer) -> None:
+    plan = cache_after(tokenizer, BASE).plan(
+        (OTHER + FOLLOW_UP).encode(), special=True, saved=[kept(tokenizer, OTHER)]
+    )
+    again = tokenizer.tokenize(plan.suffix, special=True, after=plan.tokens[plan.reuse - 1])
+    assert tuple(again) == plan.tokens[plan.reuse :]
+
+
+def test_the_live_context_wins_a_tie(tokenizer: Tokenizer) -> None:
+    live = cache_after(tokenizer, OTHER)
+    plan = live.plan((OTHER + FOLLOW_UP).encode(), special=True, saved=[kept(tokenizer, OTHER)])
+    assert (plan.restore, plan.reuse > 0) == (None, True)
+
+
+def test_a_saved_state_sharing_less_is_not_restored(tokenizer: Tokenizer) -> None:
+    live = cache_after(tokenizer, OTHER)
+    plan = live.plan((OTHER + FOLLOW_UP).encode(), special=True, saved=[kept(tokenizer, BASE)])
+    assert plan.restore is None
+
+
+def test_no_cache_no_saved_state_is_restored(tokenizer: Tokenizer) -> None:
+    cache = PromptCache(tokenizer, 16, enabled=False)
+    plan = cache.plan((OTHER + FOLLOW_UP).encode(), special=True, saved=[kept(tokenizer, OTHER)])
+    assert (plan.restore, plan.reuse) == (None, 0)
