@@ -28,6 +28,9 @@ PLAYBOOK = """\
       ansible.builtin.include_role:
         name: llm_node
         tasks_from: memory.yml
+    - name: Report the saved-conversation cache the checks sized
+      ansible.builtin.debug:
+        msg: "cache={{ llm_node_prompt_cache_mib_effective }}"
 """
 
 FACT_MODULE = """\
@@ -104,3 +107,28 @@ def test_a_budget_that_does_not_fit_stops_the_run_naming_the_fix(
 def test_no_memory_limit_is_not_checked_against_the_need(tmp_path: Path) -> None:
     result = run_checks(tmp_path, test_memtotal_mb=CX33_MB, llm_node_mem_limit="")
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        # cx33 at n_ctx 8192: (7,750 - 1,536 - 6,142) // 2 = 36 MiB.
+        ({"test_memtotal_mb": CX33_MB}, "cache=36"),
+        # 16 GB: half the rest would be 4,111 MiB; llm_node_mem_limit 7g leaves 7,168 - 6,142.
+        ({"test_memtotal_mb": 15_900}, "cache=1026"),
+        ({"test_memtotal_mb": CX33_MB, "llm_node_prompt_cache_mib": 0}, "cache=0"),
+        ({"test_memtotal_mb": 15_900, "llm_node_prompt_cache_mib": 256}, "cache=256"),
+    ],
+)
+def test_the_saved_conversation_cache_is_sized_from_the_memory_left(
+    tmp_path: Path, variables: dict[str, object], expected: str
+) -> None:
+    result = run_checks(tmp_path, **variables)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert expected in result.stdout
+
+
+def test_an_explicit_cache_counts_in_the_budget(tmp_path: Path) -> None:
+    result = run_checks(tmp_path, test_memtotal_mb=CX33_MB, llm_node_prompt_cache_mib=512)
+    assert result.returncode != 0
+    assert "saved conversations 512" in " ".join(result.stdout.split()), result.stdout[-2000:]
