@@ -169,7 +169,7 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
     tokenizer made them from the chat template), each evaluated from an empty cache (`reset`),
     times from a stopping criterion that llama-cpp-python calls once per sampled token; then a
     chat through `create_chat_completion` with its own prefix reuse."""
-    from llama_cpp import Llama, StoppingCriteriaList
+    from llama_cpp import Llama, LogitsProcessorList, StoppingCriteriaList
 
     started = time.perf_counter()
     llm = Llama(
@@ -178,7 +178,7 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
     load_s = time.perf_counter() - started
     greedy: dict[str, Any] = {"temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0}
 
-    def timed(call: Any) -> dict[str, Any]:
+    def timed(call: Any, limit: int) -> dict[str, Any]:
         by_length: dict[int, float] = {}
 
         def stamp(ids: Any, _logits: Any) -> bool:
@@ -190,7 +190,7 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
         t0 = time.perf_counter()
         for _chunk in call(StoppingCriteriaList([stamp])):  # called as one criterion
             pass
-        stamps = sorted(by_length.values())
+        stamps = sorted(by_length.values())[:limit]  # the final call may see one id more
         first, last = (stamps[0], stamps[-1]) if stamps else (None, None)
         rate = None
         if first is not None and last is not None and last > first:
@@ -206,7 +206,8 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
         result = timed(
             lambda stop: llm.create_completion(
                 tokens, max_tokens=max_tokens, stream=True, stopping_criteria=stop, **greedy
-            )
+            ),
+            max_tokens,
         )
         return {**result, "prompt_tokens": len(tokens)}
 
@@ -228,17 +229,25 @@ def measure_sized(model: Path, threads: int, job: dict[str, Any]) -> dict[str, A
         def chat(
             stop: Any, messages: list[dict[str, str]] = messages, pieces: list[str] = pieces
         ) -> Any:
+            def processor(ids: Any, scores: Any) -> Any:
+                stop(ids, scores)  # create_chat_completion takes no stopping criteria
+                return scores
+
             for chunk in llm.create_chat_completion(
                 messages,
                 max_tokens=job["reply_tokens"],
                 stream=True,
-                stopping_criteria=stop,
+                logits_processor=LogitsProcessorList([processor]),
                 **greedy,
             ):
                 pieces.append(chunk["choices"][0]["delta"].get("content") or "")
                 yield chunk
 
-        turns.append(timed(chat))
+        try:
+            turns.append(timed(chat, job["reply_tokens"]))
+        except Exception as exc:  # keep the prompt figures measured so far
+            figures["chat_error"] = f"{type(exc).__name__}: {exc}"
+            break
         history = [*messages, {"role": "assistant", "content": "".join(pieces)}]
     figures["chat"] = turns
     figures["memory"] = own_memory()
