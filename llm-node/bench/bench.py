@@ -59,9 +59,10 @@ from pathlib import Path
 from typing import IO
 
 from cpuload import CpuMeter
+from engines_8b import warm_page_cache
 from options import Options, parse_args
 from phase import Phase, Run
-from phase_8b import PHASES_8B, warm_page_cache
+from phase_8b import PHASES_8B
 from phase_conversation import describe_conversation, phase_conversation
 from phase_raw import describe_raw_vs_node, phase_raw_vs_node
 from phases import (
